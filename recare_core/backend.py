@@ -1,0 +1,64 @@
+"""The one interface through which the core reaches a text-to-image diffusion model.
+
+ComfyUI's MODEL/CLIP/VAE objects are one implementation (``nodes/comfy_backend.py``); a plain torch model is
+another (``recare_core/torch_backend.py``). Everything the method needs goes through these few calls, so the
+method can be tested and benchmarked without ComfyUI.
+
+Conventions
+-----------
+* Noise-prediction ("eps") space, DDPM-style discrete schedule of ``num_train_timesteps`` steps described by
+  ``alphas_cumprod``: ``x_t = sqrt(a_t) * x_0 + sqrt(1 - a_t) * eps``.
+* Conditioning is whatever tensor ``encode_text`` returns (for SD1.x: ``(B, 77, 768)`` hidden states); the core
+  treats it as opaque apart from batching along dim 0.
+* Learned textual-inversion tokens are passed as a mapping ``{placeholder: embedding}``; a prompt that
+  contains the placeholder word gets that embedding (``(n_vectors, token_dim)``) in its place, differentiably.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Protocol, Sequence, runtime_checkable
+
+import torch
+from torch import nn
+
+
+@runtime_checkable
+class DiffusionBackend(Protocol):
+    """A text-conditioned eps-prediction diffusion model with its text encoder and autoencoder."""
+
+    @property
+    def device(self) -> torch.device:
+        """Device on which the denoiser runs."""
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Compute dtype of the denoiser (inputs are cast to it)."""
+
+    @property
+    def alphas_cumprod(self) -> torch.Tensor:
+        """``(num_train_timesteps,)`` float64 cumulative alpha products of the training schedule (CPU)."""
+
+    def latent_shape(self, batch: int, image_size: int) -> tuple[int, ...]:
+        """Shape of a latent batch for images of ``image_size`` pixels square."""
+
+    def denoiser(self) -> nn.Module:
+        """The module whose Linear/Conv layers erasure fine-tunes (the UNet)."""
+
+    def trainable_modules(self, method: str) -> dict[str, nn.Module]:
+        """Layers of :meth:`denoiser` selected by a train method (``noxattn``, ``xattn``, ``full``, ...),
+        keyed by their parameter-name prefix in the model's own state dict."""
+
+    def predict_noise(self, x_t: torch.Tensor, timesteps: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """eps prediction at integer training ``timesteps`` (shape ``(B,)``) for conditioning ``cond``."""
+
+    def encode_text(
+        self, prompts: Sequence[str], learned_tokens: Mapping[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Conditioning for ``prompts``; placeholder words in ``learned_tokens`` are replaced by their
+        embeddings, differentiably with respect to those embeddings."""
+
+    def token_embedding(self, word: str) -> torch.Tensor:
+        """``(n_tokens, token_dim)`` input embeddings of ``word``'s tokens (to initialise a learned token)."""
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Latents (already scaled for the denoiser) of ``images``: ``(B, H, W, 3)`` floats in [0, 1]."""
