@@ -1,0 +1,78 @@
+"""Shared fixtures: a tiny SD1.5 checkpoint, real ComfyUI objects in-process, and a live ComfyUI server.
+
+Integration tests find ComfyUI through ``COMFYUI_PATH`` (fallback ``~/ComfyUI``); without one they are skipped
+and the run ends with one loud line saying so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from comfy_harness import (
+    ComfyServer,
+    find_comfyui,
+    import_comfy_in_process,
+    import_pack_in_process,
+    write_tiny_sd15_checkpoint,
+)
+
+_COMFY_MISSING = (
+    "SKIPPED: ComfyUI integration tests — no ComfyUI checkout at $COMFYUI_PATH or ~/ComfyUI "
+    "(set COMFYUI_PATH to a ComfyUI v0.3.64+ checkout to run them)"
+)
+_skipped_for_missing_comfy = False
+
+
+@pytest.fixture(scope="session")
+def comfy_root() -> Path:
+    """The ComfyUI checkout, importable in this process in CPU mode; skips when there is none."""
+    global _skipped_for_missing_comfy
+    root = find_comfyui()
+    if root is None:
+        _skipped_for_missing_comfy = True
+        pytest.skip(_COMFY_MISSING)
+    import_comfy_in_process(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(comfy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised SD1.5-format checkpoint written at test time (never committed)."""
+    return write_tiny_sd15_checkpoint(tmp_path_factory.mktemp("checkpoints") / "tiny_sd15.safetensors")
+
+
+@pytest.fixture(scope="session")
+def comfy_models(tiny_checkpoint: Path) -> dict[str, Any]:
+    """Real ComfyUI ``MODEL``, ``CLIP`` and ``VAE`` objects, loaded by ComfyUI's own checkpoint loader."""
+    import comfy.sd
+
+    model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(
+        str(tiny_checkpoint), output_vae=True, output_clip=True
+    )
+    return {"model": model, "clip": clip, "vae": vae}
+
+
+@pytest.fixture(scope="session")
+def recare_pack(comfy_root: Path) -> Any:
+    """This repository imported as a ComfyUI custom-node package (``comfyui_recare``)."""
+    return import_pack_in_process()
+
+
+@pytest.fixture(scope="session")
+def comfy_server(comfy_root: Path, tiny_checkpoint: Path,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyServer]:
+    """A live ``main.py --cpu`` on a free loopback port with this pack in its ``custom_nodes/``."""
+    server = ComfyServer(comfy_root, tmp_path_factory.mktemp("comfy_base"), tiny_checkpoint).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """End the run with one loud line when the ComfyUI integration tests could not run."""
+    if _skipped_for_missing_comfy:
+        terminalreporter.write_sep("!", _COMFY_MISSING, red=True, bold=True)
