@@ -1,0 +1,91 @@
+"""ComfyUI's MODEL/CLIP/VAE as a ReCARE backend: its numbers must be ComfyUI's own numbers."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.comfy
+
+
+@pytest.fixture(scope="module")
+def backend(recare_pack, comfy_models):
+    module = importlib.import_module("comfyui_recare.nodes.comfy_backend")
+    backend = module.ComfyBackend(comfy_models["model"], comfy_models["clip"], comfy_models["vae"])
+    backend.load()
+    return backend
+
+
+def test_differentiable_text_forward_equals_comfyui_encoding(backend, comfy_models):
+    clip = comfy_models["clip"]
+    prompt = "a painting of a person under the stars"
+    expected = clip.encode_from_tokens(clip.tokenize(prompt)).float()
+    # A learned token set to the embedding of "person" must reproduce the prompt that says "person".
+    learned = {"<adv0>": backend.token_embedding("person").requires_grad_(True)}
+    got = backend.encode_text(["a painting of a <adv0> under the stars"], learned)
+    assert got.shape == expected.shape == (1, 77, 768)
+    torch.testing.assert_close(got, expected.to(got.device), rtol=1e-4, atol=1e-4)
+    got.square().sum().backward()
+    assert learned["<adv0>"].grad is not None and learned["<adv0>"].grad.abs().sum() > 0
+
+
+def test_differentiable_forward_respects_clip_set_last_layer(backend, comfy_models):
+    clip = comfy_models["clip"].clone()
+    clip.clip_layer(-2)
+    module = importlib.import_module("comfyui_recare.nodes.comfy_backend")
+    text = module.ComfyTextEncoder(clip)
+    expected = clip.encode_from_tokens(clip.tokenize("a photo of a dog")).float()
+    got = text.encode(["a photo of a <t>"], {"<t>": text.token_embedding("dog")})
+    torch.testing.assert_close(got, expected.to(got.device), rtol=1e-4, atol=1e-4)
+
+
+def test_predict_noise_matches_comfyui_apply_model(backend, comfy_models):
+    model = comfy_models["model"].model
+    generator = torch.Generator().manual_seed(0)
+    x_t = torch.randn(backend.latent_shape(2, 64), generator=generator)
+    t = torch.tensor([100, 700])
+    cond = backend.encode_text(["a cat", ""])
+    eps = backend.predict_noise(x_t, t, cond)
+    # ComfyUI's own path works in sigma space: x_sigma = x_t / sqrt(alpha_bar), denoised = x_sigma - sigma * eps.
+    alpha = backend.alphas_cumprod[t].float().view(-1, 1, 1, 1)
+    sigma = ((1 - alpha) / alpha).sqrt()
+    with torch.no_grad():
+        denoised = model.apply_model(x_t / alpha.sqrt(), sigma.flatten(), c_crossattn=cond)
+    eps_comfy = (x_t / alpha.sqrt() - denoised) / sigma
+    torch.testing.assert_close(eps, eps_comfy, rtol=1e-3, atol=1e-3)
+
+
+def test_schedule_and_latents(backend, comfy_models):
+    acp = backend.alphas_cumprod
+    assert acp.dtype == torch.float64 and acp.shape == (1000,)
+    assert torch.all(acp[1:] < acp[:-1])
+    images = torch.rand(2, 64, 64, 3)
+    latents = backend.encode_images(images)
+    assert latents.shape == (2, 4, 8, 8)
+    raw = comfy_models["vae"].encode(images)
+    torch.testing.assert_close(latents, raw.float() * 0.18215)
+
+
+def test_noxattn_selects_all_linear_and_conv_except_cross_attention(backend):
+    selected = backend.trainable_modules("noxattn")
+    assert selected and all(isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)) for m in selected.values())
+    assert not any(".attn2." in name for name in selected)
+    assert all(name.startswith("diffusion_model.") for name in selected)
+    xattn = backend.trainable_modules("xattn")
+    assert xattn and all(".attn2." in name for name in xattn)
+
+
+def test_other_model_families_are_refused(recare_pack, comfy_models):
+    module = importlib.import_module("comfyui_recare.nodes.comfy_backend")
+    import comfy.supported_models
+
+    model = comfy_models["model"].clone()
+    original = model.model.model_config
+    try:
+        model.model.model_config = comfy.supported_models.SDXL(dict(comfy.supported_models.SDXL.unet_config))
+        with pytest.raises(module.UnsupportedModelError, match="SD1.x"):
+            module.check_supported(model)
+    finally:
+        model.model.model_config = original
