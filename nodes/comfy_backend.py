@@ -205,3 +205,23 @@ class ComfyBackend:
         with torch.no_grad():
             latents = self.vae.encode(images[..., :3])
         return self.model.model.latent_format.process_in(latents).to(self.device, torch.float32)
+
+
+def save_textual_inversion_embedding(embedding: torch.Tensor, directory: str, name: str) -> str:
+    """Write ``embedding`` (``(n, 768)``) as a ComfyUI/A1111 textual-inversion file ``<name>.safetensors`` in
+    ``directory`` so prompts can say ``embedding:<name>``; an existing file gets a numbered name instead of being
+    overwritten. Returns the name to use in prompts."""
+    import os
+
+    from safetensors.torch import save_file
+
+    os.makedirs(directory, exist_ok=True)
+    candidate, counter = name, 1
+    while os.path.exists(os.path.join(directory, f"{candidate}.safetensors")):
+        counter += 1
+        candidate = f"{name}_{counter}"
+    path = os.path.join(directory, f"{candidate}.safetensors")
+    save_file({"emb_params": embedding.detach().float().cpu().reshape(-1, embedding.shape[-1]).contiguous()},
+              path + ".tmp")
+    os.replace(path + ".tmp", path)
+    return candidate

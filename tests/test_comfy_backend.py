@@ -89,3 +89,23 @@ def test_other_model_families_are_refused(recare_pack, comfy_models):
             module.check_supported(model)
     finally:
         model.model.model_config = original
+
+
+def test_learned_token_exported_as_comfyui_embedding_gives_the_same_conditioning(backend, comfy_models, tmp_path):
+    import comfy.sd
+
+    module = importlib.import_module("comfyui_recare.nodes.comfy_backend")
+    learned = backend.token_embedding("dog") + 0.01 * torch.randn(1, 768, generator=torch.Generator().manual_seed(1))
+    name = module.save_textual_inversion_embedding(learned, str(tmp_path), "recare_adv")
+    assert name == "recare_adv"
+    assert module.save_textual_inversion_embedding(learned, str(tmp_path), "recare_adv") == "recare_adv_2"
+    ours = backend.encode_text(["a photo of a <adv>"], {"<adv>": learned})
+    clip = comfy_models["clip"]
+    tokenizer = clip.tokenizer.clip_l
+    previous = tokenizer.embedding_directory
+    tokenizer.embedding_directory = str(tmp_path)
+    try:
+        theirs = clip.encode_from_tokens(clip.tokenize(f"a photo of a embedding:{name}")).float()
+    finally:
+        tokenizer.embedding_directory = previous
+    torch.testing.assert_close(ours, theirs.to(ours.device), rtol=1e-4, atol=1e-4)
