@@ -376,26 +376,48 @@ def _create_from_file(open_clip, label: str, model_cfg: dict[str, Any], preproce
                   "std": open_clip.OPENAI_DATASET_STD, "interpolation": "bicubic", "resize_mode": "shortest"}
     preprocess.update(preprocess_override)
     set_model_preprocess_cfg(model, preprocess)
-    try:
-        open_clip.load_checkpoint(model, str(weights_path), strict=True, weights_only=True)
-    except RuntimeError as error:
-        message = str(error)
-        if "TorchScript" in message:
-            raise ClipWeightsError(
-                f"{weights_path.name} is a TorchScript archive (OpenAI's original release format). It is not "
-                f"loaded because loading it would execute code from the file. {OPENAI_VIT_B_32_HINT}") from error
-        if "size mismatch" in message or "Missing key" in message or "Unexpected key" in message:
-            summary = message.split("\n\t")[:4]
-            raise ClipWeightsError(
-                f"{weights_path.name} does not fit architecture '{label}': " + "; ".join(s.strip() for s in summary)
-                + f". Choose the architecture the file was made for, or put the matching file into "
-                  f"ComfyUI/models/open_clip/. {OPENAI_VIT_B_32_HINT}") from error
-        raise ClipWeightsError(f"Could not read CLIP weights from {weights_path}: {message}") from error
-    except Exception as error:  # unpickling errors, corrupt safetensors headers, ...
-        raise ClipWeightsError(
-            f"Could not read CLIP weights from {weights_path}: {error}. Only plain weight files are accepted "
-            f"(.safetensors, or .bin/.pt holding tensors only).") from error
+    state = _read_state_dict(weights_path)
+    _check_fit(model, state, label, weights_path)
+    model.load_state_dict(state, strict=True)
     return model
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a weights file, read without executing anything from it."""
+    from open_clip.factory import load_state_dict
+
+    try:
+        state = load_state_dict(str(path), device="cpu", weights_only=True)
+    except Exception as error:  # unpickling, TorchScript, corrupt headers: many types
+        if "TorchScript" in str(error):
+            raise ClipWeightsError(
+                f"{path.name} is a TorchScript archive (OpenAI's original release format). It is not loaded "
+                f"because loading it would execute code from the file. {OPENAI_VIT_B_32_HINT}") from error
+        raise ClipWeightsError(
+            f"Could not read CLIP weights from {path}: {error}. Only plain weight files are accepted "
+            f"(.safetensors, or .bin/.pt holding tensors only).") from error
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ClipWeightsError(f"{path.name} does not hold a CLIP state dict (name -> tensor).")
+    return state
+
+
+def _check_fit(model: torch.nn.Module, state: dict[str, torch.Tensor], label: str, path: Path) -> None:
+    """Raise a plain-language :class:`ClipWeightsError` when ``state`` does not fit ``model`` key for key."""
+    expected = model.state_dict()
+    if "logit_scale" in state and state["logit_scale"].shape != expected["logit_scale"].shape:
+        state["logit_scale"] = state["logit_scale"].reshape(expected["logit_scale"].shape)
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {tuple(state[k].shape)} instead of {tuple(v.shape)}" for k, v in expected.items()
+             if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        problems = [f"{len(wrong)} tensors of another shape (e.g. {', '.join(wrong[:2])})" if wrong else "",
+                    f"{len(missing)} missing (e.g. {', '.join(missing[:3])})" if missing else "",
+                    f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})" if unexpected else ""]
+        raise ClipWeightsError(
+            f"{path.name} does not fit architecture '{label}': " + "; ".join(p for p in problems if p)
+            + ". Choose the architecture the file was made for, or put the matching file into "
+              f"ComfyUI/models/open_clip/. {OPENAI_VIT_B_32_HINT}")
 
 
 TINY_CLIP_CONFIG: dict[str, Any] = {
