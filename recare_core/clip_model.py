@@ -246,6 +246,11 @@ def file_fingerprint(path: str | os.PathLike) -> str:
 
 def clip_architectures() -> list[str]:
     """open_clip's built-in architectures whose text side uses the CLIP BPE tokenizer (the CARE-set needs it)."""
+    return list(_clip_architectures())
+
+
+@functools.lru_cache(maxsize=1)
+def _clip_architectures() -> tuple[str, ...]:
     open_clip = _require_open_clip()
     names = []
     for name in open_clip.list_models():
@@ -254,7 +259,7 @@ def clip_architectures() -> list[str]:
         if not text.get("hf_tokenizer_name") and not text.get("hf_model_name") and "multimodal_cfg" not in config \
                 and text.get("vocab_size", 49408) == 49408 and not config.get("custom_text"):
             names.append(name)
-    return names
+    return tuple(names)
 
 
 def pretrained_tags(arch: str | None = None) -> list[str]:
