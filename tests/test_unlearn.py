@@ -217,6 +217,15 @@ def test_gradient_checkpointing_recomputes_and_changes_nothing_else():
         torch.testing.assert_close(increment.full, checkpointed.increments[key].full)
 
 
+def test_half_precision_backend_trains_with_loss_scaling():
+    backend = TorchBackend(conditioned_model(), dtype=torch.float16)
+    assert TrainingRun(backend, total_steps=1).scaler is not None
+    result = run_recare(backend, target_images(), ANCHORS, RETAINS, "nudity", TINY)
+    assert all(value == value and abs(value) < 1e3 for curve in result.losses.values() for value in curve)
+    assert all(inc.full.dtype == torch.float32 for inc in result.increments.values())
+    assert sum(inc.full.abs().sum() for inc in result.increments.values()) > 0
+
+
 def test_balanced_draw_and_round_slices():
     rng = __import__("numpy").random.default_rng(0)
     drawn = balanced_draw(["a", "b", "c"], 200, rng)
