@@ -1,43 +1,30 @@
-"""Optional gradient checkpointing of a denoiser, without touching its code.
+"""Optional gradient checkpointing of a denoiser's blocks, without touching the denoiser's code.
 
-The blocks to recompute are the children of the denoiser's outermost ``nn.ModuleList``s: ``input_blocks`` /
-``output_blocks`` in ComfyUI's UNet, ``down_blocks`` / ``up_blocks`` in diffusers' and the toy UNet. Each gets an
+The backend names the blocks (:meth:`~recare_core.backend.DiffusionBackend.checkpoint_blocks`). Each gets an
 instance-level ``forward`` that runs the original under :func:`torch.utils.checkpoint.checkpoint` (non-reentrant,
-so forward hooks and autocast are replayed faithfully) whenever gradients are being recorded.
+so the weight update's forward hooks and autocast are replayed faithfully) whenever gradients are recorded; the
+activations inside a block are then recomputed during backward instead of being kept.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 
-def checkpoint_blocks(root: nn.Module) -> list[nn.Module]:
-    """Children of the outermost ``ModuleList``s below ``root``."""
-    blocks: list[nn.Module] = []
-    inside: list[str] = []
-    for name, module in root.named_modules():
-        if any(name.startswith(prefix + ".") for prefix in inside):
-            continue
-        if isinstance(module, nn.ModuleList):
-            inside.append(name)
-            blocks.extend(module)
-    return blocks
-
-
 @contextlib.contextmanager
-def gradient_checkpointing(root: nn.Module, enabled: bool = True) -> Iterator[int]:
-    """Inside the block, recompute :func:`checkpoint_blocks` activations during backward. Yields their count."""
+def gradient_checkpointing(blocks: Sequence[nn.Module], enabled: bool = True) -> Iterator[int]:
+    """Inside the block, recompute the activations of ``blocks`` during backward. Yields how many are wrapped."""
     if not enabled:
         yield 0
         return
-    blocks = checkpoint_blocks(root)
+    blocks = list(blocks)
     if not blocks:
-        raise ValueError("Gradient checkpointing found no blocks (nn.ModuleList children) in this model.")
+        raise ValueError("Gradient checkpointing is not available for this model; turn it off.")
     own_forwards = [block.__dict__.get("forward") for block in blocks]
     for block in blocks:
         original = block.forward

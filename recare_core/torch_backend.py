@@ -47,6 +47,10 @@ class TorchBackend:
         named = {f"unet.{name}": module for name, module in self.model.unet.named_modules()}
         return select_trainable_modules(named, method)
 
+    def checkpoint_blocks(self) -> list[nn.Module]:
+        unet = self.model.unet
+        return [*unet.down_blocks, unet.mid_block, *unet.up_blocks]
+
     def predict_noise(self, x_t: torch.Tensor, timesteps: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         return self.model.unet(x_t.to(self.device, self.dtype), timesteps.to(self.device),
                                cond.to(self.device, self.dtype)).float()

@@ -173,8 +173,9 @@ def run_recare(backend: DiffusionBackend, target_images: torch.Tensor, care_set_
     _validate_inputs(backend, target_images, anchors, retains, concept, config)
     run = TrainingRun(backend, total_steps=config.total_steps, mixed_precision=config.mixed_precision,
                       progress=progress, should_stop=should_stop)
+    blocks = backend.checkpoint_blocks() if config.gradient_checkpointing else []
     with torch.inference_mode(False), torch.enable_grad(), _frozen(backend.denoiser()), \
-            gradient_checkpointing(backend.denoiser(), config.gradient_checkpointing):
+            gradient_checkpointing(blocks, config.gradient_checkpointing):
         images = target_images.detach().clone() if target_images is not None else None
         run.check_stop()
         learned = _stage_one(run, images, concept, config) if config.n_rounds else {}
