@@ -33,7 +33,7 @@ def describe_stage(name: str) -> str:
     return "stage 2, robust erase" if name == "stage2" else name
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(RuntimeError):
     """A loss became NaN or infinite."""
 
     def __init__(self, stage: str, step: int, value: float, lr_name: str):
@@ -54,7 +54,19 @@ class TrainingOutOfMemoryError(RuntimeError):
 
 
 def is_out_of_memory(error: BaseException) -> bool:
-    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
+    text = str(error).lower()
+    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+
+
+@contextlib.contextmanager
+def out_of_memory_as_error(stage: str) -> Iterator[None]:
+    """Re-raise an out-of-memory error met during ``stage`` as :class:`TrainingOutOfMemoryError`."""
+    try:
+        yield
+    except RuntimeError as error:
+        if is_out_of_memory(error) and not isinstance(error, TrainingOutOfMemoryError):
+            raise TrainingOutOfMemoryError(stage) from error
+        raise
 
 
 @dataclass
@@ -133,11 +145,8 @@ class TrainingRun:
         previous, self._record = self._record, record
         start = time.perf_counter()
         try:
-            yield record
-        except RuntimeError as error:
-            if is_out_of_memory(error) and not isinstance(error, TrainingOutOfMemoryError):
-                raise TrainingOutOfMemoryError(name) from error
-            raise
+            with out_of_memory_as_error(name):
+                yield record
         finally:
             record.seconds += time.perf_counter() - start
             self._record = previous

@@ -36,6 +36,7 @@ from .training import (
     TrainingInterrupted,
     TrainingOutOfMemoryError,
     TrainingRun,
+    out_of_memory_as_error,
 )
 from .unlearn_config import CONCEPT_TYPES, PRESETS, ReCAREConfig
 from .weight_update import WeightUpdate
@@ -89,11 +90,9 @@ def _validate_inputs(backend: DiffusionBackend, images: torch.Tensor, anchors: S
                      retains: Sequence[str], concept: str, config: ReCAREConfig) -> None:
     config.validate()
     _require_tokens(backend, concept, "concept to erase")
-    anchors_ok = [p for p in anchors if p and p.strip()]
-    retains_ok = [p for p in retains if p and p.strip()]
-    if config.robust_steps and (not anchors_ok or not retains_ok):
+    if config.robust_steps and (not anchors or not retains):
         raise EmptyCareSetError(
-            f"The CARE-set is empty ({len(anchors_ok)} anchor and {len(retains_ok)} retain prompts): build it from "
+            f"The CARE-set is empty ({len(anchors)} anchor and {len(retains)} retain prompts): build it from "
             "images of the concept first, or give at least one anchor and one retain prompt.")
     if config.n_rounds and config.ti_steps:
         _require_tokens(backend, config.initializer_token, "initializer token")
@@ -120,8 +119,10 @@ def _frozen(module: nn.Module) -> Iterator[None]:
 
 
 def _new_update(backend: DiffusionBackend, config: ReCAREConfig, seed: int) -> WeightUpdate:
-    return WeightUpdate(backend.trainable_modules(config.train_method), config.update, rank=config.lora_rank,
-                        alpha=config.lora_alpha, train_bias=config.train_bias, device=backend.device, seed=seed)
+    with out_of_memory_as_error(f"the setup of the '{config.update}' weight update"):
+        return WeightUpdate(backend.trainable_modules(config.train_method), config.update, rank=config.lora_rank,
+                            alpha=config.lora_alpha, train_bias=config.train_bias, device=backend.device,
+                            seed=seed)
 
 
 def _stage_one(run: TrainingRun, images: torch.Tensor, concept: str, config: ReCAREConfig) -> dict[str, torch.Tensor]:
@@ -139,18 +140,16 @@ def _stage_one(run: TrainingRun, images: torch.Tensor, concept: str, config: ReC
                         seed=config.seed + 10 * r + 1)
             update.requires_grad_(False)
             placeholder = adversarial_token_name(r)
-            name = f"stage1_round{r}_ti"
+            token = initial.clone()
             if config.ti_steps:
+                name = f"stage1_round{r}_ti"
                 with run.stage(name):
                     indices = round_image_indices(images.shape[0], r, config.n_rounds)
                     prepared = prepare_images(images[indices], config.image_size, config.center_crop)
                     latents, flipped = encode_images_once(run, prepared, config.ti_flip)
-            else:
-                latents, flipped = None, None
-            learned[placeholder] = (
-                textual_inversion(run, latents, placeholder, initial, config, name=name,
-                                  seed=config.seed + 10 * r + 2, flipped_latents=flipped).cpu()
-                if latents is not None else initial.clone().cpu())
+                token = textual_inversion(run, latents, placeholder, initial, config, name=name,
+                                          seed=config.seed + 10 * r + 2, flipped_latents=flipped)
+            learned[placeholder] = token.cpu()
             current = placeholder
     finally:
         update.detach()
@@ -174,8 +173,8 @@ def run_recare(backend: DiffusionBackend, target_images: torch.Tensor, care_set_
     run = TrainingRun(backend, total_steps=config.total_steps, mixed_precision=config.mixed_precision,
                       progress=progress, should_stop=should_stop)
     blocks = backend.checkpoint_blocks() if config.gradient_checkpointing else []
-    with torch.inference_mode(False), torch.enable_grad(), _frozen(backend.denoiser()), \
-            gradient_checkpointing(blocks, config.gradient_checkpointing):
+    with out_of_memory_as_error("ReCARE training"), torch.inference_mode(False), torch.enable_grad(), \
+            _frozen(backend.denoiser()), gradient_checkpointing(blocks, config.gradient_checkpointing):
         images = target_images.detach().clone() if target_images is not None else None
         run.check_stop()
         learned = _stage_one(run, images, concept, config) if config.n_rounds else {}
