@@ -23,7 +23,8 @@ What training relies on
   ``torch.autocast`` on CUDA.
 * :meth:`encode_text` must not give gradients to the text encoder's own weights (keep them frozen); only the
   learned embeddings receive gradients. Fixed prompts are encoded once per run under ``no_grad``.
-* :meth:`encode_images` is called once per stage-1 round on that round's images (and their mirror images).
+* :meth:`encode_images` is called once per run, before any training step, on the target images used by the
+  stage-1 rounds and their mirror images (in chunks of 8).
 """
 
 from __future__ import annotations

@@ -125,9 +125,24 @@ def _new_update(backend: DiffusionBackend, config: ReCAREConfig, seed: int) -> W
                             seed=seed)
 
 
+def _encode_round_images(run: TrainingRun, images: torch.Tensor, config: ReCAREConfig
+                         ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Each round's ``(latents, flipped latents)``, every image encoded once, before any training starts (so the
+    autoencoder is not needed again while the denoiser trains)."""
+    slices = [round_image_indices(images.shape[0], r, config.n_rounds) for r in range(config.n_rounds)]
+    used = sorted({index for indices in slices for index in indices})
+    with run.stage("stage1_encode_images"):
+        prepared = prepare_images(images[used], config.image_size, config.center_crop)
+        latents, flipped = encode_images_once(run, prepared, config.ti_flip)
+    rows = {index: row for row, index in enumerate(used)}
+    picks = [[rows[index] for index in indices] for indices in slices]
+    return [(latents[p], None if flipped is None else flipped[p]) for p in picks]
+
+
 def _stage_one(run: TrainingRun, images: torch.Tensor, concept: str, config: ReCAREConfig) -> dict[str, torch.Tensor]:
     """Erase / attack rounds; returns the learned tokens in round order. The update is removed afterwards."""
     learned: dict[str, torch.Tensor] = {}
+    round_latents = _encode_round_images(run, images, config) if config.ti_steps else []
     update = _new_update(run.backend, config, config.seed)
     try:
         current = concept
@@ -142,12 +157,8 @@ def _stage_one(run: TrainingRun, images: torch.Tensor, concept: str, config: ReC
             placeholder = adversarial_token_name(r)
             token = initial.clone()
             if config.ti_steps:
-                name = f"stage1_round{r}_ti"
-                with run.stage(name):
-                    indices = round_image_indices(images.shape[0], r, config.n_rounds)
-                    prepared = prepare_images(images[indices], config.image_size, config.center_crop)
-                    latents, flipped = encode_images_once(run, prepared, config.ti_flip)
-                token = textual_inversion(run, latents, placeholder, initial, config, name=name,
+                latents, flipped = round_latents[r]
+                token = textual_inversion(run, latents, placeholder, initial, config, name=f"stage1_round{r}_ti",
                                           seed=config.seed + 10 * r + 2, flipped_latents=flipped)
             learned[placeholder] = token.cpu()
             current = placeholder

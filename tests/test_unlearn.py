@@ -183,8 +183,8 @@ def test_run_recare_end_to_end_full_update():
     assert per_step["stage1_round0_erase"] == {"sampling": 6, "teacher": 2, "student": 1}
     assert per_step["stage2"] == {"sampling": 6, "teacher": 6, "student": 2}  # 2k + 8 (reference: 2k + 18)
     assert all(seconds > 0 for seconds in result.timings.values())
-    # images encoded once per round (+ flipped copies), prompts once per run; TI re-encodes its one prompt
-    assert backend.image_calls == 2 * TINY.n_rounds
+    # images encoded once up front (+ flipped copies), prompts once per run; TI re-encodes its one prompt
+    assert backend.image_calls == 2
     assert backend.text_calls == TINY.n_rounds * TINY.ti_steps + 3
     assert_untouched(backend.model, before, x, t, cond, expected)
 
