@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from .guidance import normalized_compositional_guidance, normalized_negative_guidance
 from .sampling import evaluation_timestep, partial_ddim_sample
-from .training import TrainingRun
+from .training import TrainingRun, describe_stage
 from .unlearn_config import ReCAREConfig
 from .weight_update import WeightUpdate
 
@@ -63,7 +63,8 @@ def erase_stage(run: TrainingRun, update: WeightUpdate, concept: str, config: Re
             student = run.predict("student", x_t, t, cond)
             loss = F.mse_loss(student, target)
             value = run.optimise(loss, optimizer, stage=name, step=step + 1, lr_name="erase_lr")
-            run.step_done(name, {name: value}, f"{name} {step + 1}/{config.erase_steps} loss {value:.4g}")
+            run.step_done(name, {name: value},
+                          f"{describe_stage(name)}: step {step + 1}/{config.erase_steps}, loss {value:.4g}")
     return list(record.losses.get(name, []))
 
 
@@ -100,7 +101,7 @@ def robust_erase_stage(run: TrainingRun, update: WeightUpdate, erase_concepts: S
             teacher_conds = torch.cat([uncond, run.conditionings(negatives, learned_tokens), anchor_cond, retain_cond])
             rows = teacher_conds.shape[0]
             with torch.no_grad(), update.enabled(False):
-                teacher = run.predict("teacher", x_t.repeat(rows, *([1] * (x_t.dim() - 1))), t.repeat(rows), teacher_conds)
+                teacher = run.predict("teacher", torch.cat([x_t] * rows), t.repeat(rows), teacher_conds)
             e_uncond, e_negatives, e_anchor, e_retain = teacher.split([1, len(negatives), 1, 1])
             target = normalized_compositional_guidance([*e_negatives.split(1), e_anchor], e_uncond, scales,
                                                        config.guidance_eta)
@@ -111,6 +112,6 @@ def robust_erase_stage(run: TrainingRun, update: WeightUpdate, erase_concepts: S
             value = run.optimise(loss, optimizer, stage=name, step=step + 1, lr_name="robust_lr")
             values = {f"{name}_total": value, f"{name}_erase": float(erase_loss.detach()),
                       f"{name}_retain": float(retain_loss.detach())}
-            run.step_done(name, values, f"{name} {step + 1}/{steps} loss {value:.4g} "
+            run.step_done(name, values, f"{describe_stage(name)}: step {step + 1}/{steps}, loss {value:.4g} "
                                         f"(erase {values[f'{name}_erase']:.4g}, retain {values[f'{name}_retain']:.4g})")
     return {key: list(values) for key, values in record.losses.items()}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .training import TrainingRun
+from .training import TrainingRun, describe_stage
 from .unlearn_config import ReCAREConfig
 
 OBJECT_TEMPLATES = [
@@ -103,5 +103,6 @@ def textual_inversion(run: TrainingRun, latents: torch.Tensor, placeholder: str,
                 cond = backend.encode_text([prompt], {placeholder: embedding})
             loss = F.mse_loss(run.predict("student", x_t, t, cond), noise)
             value = run.optimise(loss, optimizer, stage=name, step=step + 1, lr_name="ti_lr")
-            run.step_done(name, {name: value}, f"{name} {step + 1}/{config.ti_steps} loss {value:.4g}")
+            run.step_done(name, {name: value}, f"{describe_stage(name)}: step {step + 1}/{config.ti_steps}, "
+                                               f"loss {value:.4g}")
     return embedding.detach().clone()

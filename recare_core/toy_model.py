@@ -371,7 +371,8 @@ class ToyTextToImage(nn.Module):
             if isinstance(piece, int):
                 items.append(piece)
             else:
-                items.extend((piece, row) for row in range(learned[piece].reshape(-1, learned[piece].shape[-1]).shape[0]))
+                rows = learned[piece].numel() // learned[piece].shape[-1]
+                items.extend((piece, row) for row in range(rows))
         limit = self.config.context_length - 2
         if len(items) > limit and any(not isinstance(i, int) for i in items[limit:]):
             raise ValueError(f"The prompt '{prompt}' is too long for the {self.config.context_length}-token context: "

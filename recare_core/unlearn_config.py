@@ -76,7 +76,8 @@ class ReCAREConfig:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
         if self.ddim_steps < 3:
-            raise ValueError(f"ddim_steps must be at least 3 (training points use 1..ddim_steps-2), got {self.ddim_steps}.")
+            raise ValueError(f"ddim_steps must be at least 3 (training points use steps 1..ddim_steps-2), "
+                             f"got {self.ddim_steps}.")
         if self.fixed_k is not None and not 1 <= self.fixed_k <= self.ddim_steps - 1:
             raise ValueError(f"fixed_k must be within 1..{self.ddim_steps - 1}, got {self.fixed_k}.")
         if self.timestep_mapping not in TIMESTEP_MAPPINGS:

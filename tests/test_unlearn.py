@@ -321,7 +321,8 @@ def test_bad_input_is_refused_with_a_plain_message(kwargs, error, match):
 
 def test_presets():
     paper, quick = ReCAREConfig.preset("paper"), ReCAREConfig.preset("quick")
-    assert (paper.n_rounds, paper.erase_steps, paper.erase_lr, paper.ti_steps, paper.ti_lr) == (2, 200, 5e-6, 3000, 5e-3)
+    assert (paper.n_rounds, paper.erase_steps, paper.erase_lr, paper.ti_steps, paper.ti_lr) == (
+        2, 200, 5e-6, 3000, 5e-3)
     assert (paper.robust_steps, paper.robust_lr, paper.negative_guidance, paper.compositional_guidance_scale,
             paper.num_adv_concepts, paper.ddim_steps, paper.sampling_cfg, paper.train_method) == (
         200, 2e-5, 2.0, 2.0, 2, 50, 3.0, "noxattn")
