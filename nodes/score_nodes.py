@@ -1,0 +1,53 @@
+"""CAREScore: how well a co-occurring concept survives, scored zero-shot with CLIP."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..recare_core.care_score import care_score
+from ..recare_core.score_plot import render_score_grid
+from .types import CATEGORY, CareClipType
+
+
+class CAREScore(io.ComfyNode):
+    """Zero-shot CLIP classification of images against COCO labels plus the CARE concept."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CAREScore",
+            display_name="CARE Score",
+            category=f"{CATEGORY}/evaluate",
+            description=(
+                "Scores how well a co-occurring concept survives unlearning: each image is classified zero-shot with "
+                "CLIP against the 80 COCO object names plus the CARE concept (or your own labels); the CARE score is "
+                "the share of images whose best label is the CARE concept. With an erased concept it also reports "
+                "how often that concept is still the best label. Compare with the original model on the same seeds."
+            ),
+            inputs=[
+                io.Image.Input("images", tooltip="Images generated from prompts that contain the CARE concept."),
+                CareClipType.Input("care_clip", tooltip="The CLIP used for zero-shot classification (LoadCAREClip)."),
+                io.String.Input("care_concept", default="person", tooltip="The co-occurring concept that should survive, e.g. 'person'."),
+                io.String.Input("labels", default="", multiline=True, tooltip="Your own label list, one per line or comma-separated. "
+                                "Empty: the 80 COCO object names plus the CARE concept, as in the paper."),
+                io.Boolean.Input("use_template", default=True, tooltip="Classify against 'A photo of a/an {label}' instead of the raw label."),
+                io.String.Input("erase_concept", default="", optional=True, tooltip="Optional: the erased concept, to also report "
+                                "how often it is still the top-1 label."),
+            ],
+            outputs=[
+                io.Float.Output(display_name="care_score", tooltip="Share of images whose top-1 label is the CARE concept."),
+                io.Float.Output(display_name="mean_similarity", tooltip="Mean cosine similarity of the images to the CARE concept."),
+                io.String.Output(display_name="report", tooltip="Per-image top-1 label and scores."),
+                io.Image.Output(display_name="picture", tooltip="The images in a grid, captioned with their top-1 label."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, images, care_clip, care_concept, labels, use_template, erase_concept="") -> io.NodeOutput:
+        label_list = [part.strip() for line in labels.splitlines() for part in line.split(",") if part.strip()]
+        result = care_score(care_clip, images, care_concept, label_list or None, use_template, erase_concept or None)
+        return io.NodeOutput(result.care_score, result.mean_care_similarity, result.report(),
+                             render_score_grid(images, result))
+
+
+NODES = [CAREScore]
