@@ -118,6 +118,12 @@ def _frozen(module: nn.Module) -> Iterator[None]:
             parameter.requires_grad_(flag)
 
 
+def _checkpoint_blocks(backend: DiffusionBackend) -> list[nn.Module]:
+    """The backend's checkpointable blocks; none when it does not offer any (checkpointing then refuses)."""
+    finder = getattr(backend, "checkpoint_blocks", None)
+    return list(finder()) if finder is not None else []
+
+
 def _new_update(backend: DiffusionBackend, config: ReCAREConfig, seed: int) -> WeightUpdate:
     with out_of_memory_as_error(f"the setup of the '{config.update}' weight update"):
         return WeightUpdate(backend.trainable_modules(config.train_method), config.update, rank=config.lora_rank,
@@ -183,7 +189,7 @@ def run_recare(backend: DiffusionBackend, target_images: torch.Tensor, care_set_
     _validate_inputs(backend, target_images, anchors, retains, concept, config)
     run = TrainingRun(backend, total_steps=config.total_steps, mixed_precision=config.mixed_precision,
                       progress=progress, should_stop=should_stop)
-    blocks = backend.checkpoint_blocks() if config.gradient_checkpointing else []
+    blocks = _checkpoint_blocks(backend) if config.gradient_checkpointing else []
     with out_of_memory_as_error("ReCARE training"), torch.inference_mode(False), torch.enable_grad(), \
             _frozen(backend.denoiser()), gradient_checkpointing(blocks, config.gradient_checkpointing):
         images = target_images.detach().clone() if target_images is not None else None
