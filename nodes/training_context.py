@@ -4,7 +4,7 @@ autograd, report progress, stop on Interrupt, and free memory afterwards."""
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -60,15 +60,3 @@ def training_mode() -> Iterator[None]:
             yield
     finally:
         comfy.model_management.soft_empty_cache()
-
-
-def out_of_memory_message(options: str) -> str:
-    return ("Out of memory while training. Reduce memory with: " + options +
-            ". Lower the image size or close other models first.")
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
-
-
-ProgressCallback = Callable[[int, int, str], None]

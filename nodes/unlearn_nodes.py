@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 import re
 
+import comfy.model_management
+import folder_paths
 import torch
 from comfy_api.latest import io
-
-import folder_paths
 
 from ..recare_core import __version__ as PACK_VERSION
 from ..recare_core.erasure import Erasure
@@ -17,14 +17,7 @@ from ..recare_core.train_methods import TRAIN_METHODS
 from ..recare_core.unlearn import PRESETS, ReCAREConfig, TrainingInterrupted, run_recare
 from .comfy_backend import ComfyBackend, save_textual_inversion_embedding
 from .erasure_patch import apply_erasure
-from .training_context import (
-    ComfyProgress,
-    interrupted,
-    is_out_of_memory,
-    make_weights_autograd_safe,
-    out_of_memory_message,
-    training_mode,
-)
+from .training_context import ComfyProgress, interrupted, make_weights_autograd_safe, training_mode
 from .types import CATEGORY, CareSetType, ErasureType
 
 _DEFAULTS = ReCAREConfig()
@@ -122,14 +115,8 @@ class ReCAREUnlearn(io.ComfyNode):
                     erase_concept, config, progress=progress, should_stop=interrupted,
                 )
             except TrainingInterrupted:
-                import comfy.model_management
-
+                # Hand the stop back to ComfyUI's executor, which reports it as an interrupted run.
                 comfy.model_management.throw_exception_if_processing_interrupted()
-                raise
-            except RuntimeError as error:
-                if is_out_of_memory(error):
-                    raise RuntimeError(out_of_memory_message(
-                        "update 'lora' with a lower lora_rank, gradient_checkpointing on, a smaller image_size")) from error
                 raise
         saved_embeddings = _save_embeddings(result.learned_tokens, embedding_name)
         erasure = Erasure(

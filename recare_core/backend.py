@@ -11,7 +11,20 @@ Conventions
 * Conditioning is whatever tensor ``encode_text`` returns (for SD1.x: ``(B, 77, 768)`` hidden states); the core
   treats it as opaque apart from batching along dim 0.
 * Learned textual-inversion tokens are passed as a mapping ``{placeholder: embedding}``; a prompt that
-  contains the placeholder word gets that embedding (``(n_vectors, token_dim)``) in its place, differentiably.
+  contains the placeholder as a whole whitespace-separated word gets that embedding (``(n_vectors, token_dim)``)
+  in its place, differentiably. Placeholders are plain words such as ``recare_adv_1``.
+
+What training relies on
+-----------------------
+* The core freezes the denoiser's own parameters for the run and trains an update held in forward hooks on the
+  layers of :meth:`trainable_modules` (:class:`recare_core.weight_update.WeightUpdate`), so those layers must be
+  called through ``nn.Module.__call__`` and :meth:`predict_noise` must keep the autograd graph (no ``no_grad`` /
+  ``inference_mode`` inside; ``torch.inference_mode(False)`` is opened by the core). It may run under
+  ``torch.autocast`` on CUDA.
+* :meth:`encode_text` must not give gradients to the text encoder's own weights (keep them frozen); only the
+  learned embeddings receive gradients. Fixed prompts are encoded once per run under ``no_grad``.
+* :meth:`encode_images` is called once per run, before any training step, on the target images used by the
+  stage-1 rounds and their mirror images (in chunks of 8).
 """
 
 from __future__ import annotations
@@ -45,8 +58,13 @@ class DiffusionBackend(Protocol):
         """The module whose Linear/Conv layers erasure fine-tunes (the UNet)."""
 
     def trainable_modules(self, method: str) -> dict[str, nn.Module]:
-        """Layers of :meth:`denoiser` selected by a train method (``noxattn``, ``xattn``, ``full``, ...),
-        keyed by their parameter-name prefix in the model's own state dict."""
+        """``nn.Linear`` / ``nn.Conv2d`` layers of :meth:`denoiser` selected by a train method (``noxattn``,
+        ``xattn``, ``selfattn``, ``full``; see :mod:`recare_core.train_methods`), keyed by their parameter-name
+        prefix in the model's own state dict; erasure increments are keyed ``<prefix>.weight`` / ``.bias``."""
+
+    def checkpoint_blocks(self) -> Sequence[nn.Module]:
+        """Blocks of :meth:`denoiser` whose activations gradient checkpointing may recompute during backward
+        (each called through ``__call__``, not mutating its inputs); empty when checkpointing is unsupported."""
 
     def predict_noise(self, x_t: torch.Tensor, timesteps: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """eps prediction at integer training ``timesteps`` (shape ``(B,)``) for conditioning ``cond``."""
@@ -58,7 +76,8 @@ class DiffusionBackend(Protocol):
         embeddings, differentiably with respect to those embeddings."""
 
     def token_embedding(self, word: str) -> torch.Tensor:
-        """``(n_tokens, token_dim)`` input embeddings of ``word``'s tokens (to initialise a learned token)."""
+        """``(n_tokens, token_dim)`` input embeddings of ``word``'s tokens (to initialise a learned token);
+        zero rows, or a ``ValueError``, for a word that tokenises to nothing."""
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """Latents (already scaled for the denoiser) of ``images``: ``(B, H, W, 3)`` floats in [0, 1]."""

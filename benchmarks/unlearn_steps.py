@@ -1,0 +1,140 @@
+"""Per-step cost of ReCARE's three training loops: stage-1 erase, textual inversion (TI), stage-2 robust erase.
+
+For each update kind (``full``, ``lora``) and stage it prints seconds per step, peak memory and UNet
+sample-evaluations per step split into partial sampling / teacher / student. Every (kind, stage) runs in its own
+subprocess so that peak memory belongs to that stage alone: on CUDA ``torch.cuda.max_memory_allocated``, on CPU
+the process's peak resident set size (``ru_maxrss``) with the baseline before the stage in brackets.
+The partial-sampling depth is fixed (``--k``) so runs compare at equal work; stage 2 erases three concepts
+(the target and two learned tokens) as with the paper's defaults.
+
+    python benchmarks/unlearn_steps.py --image-size 32 --k 10 --steps 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from recare_core.backend import DiffusionBackend  # noqa: E402
+from recare_core.stage_erase import erase_stage, robust_erase_stage  # noqa: E402
+from recare_core.textual_inversion import encode_images_once, prepare_images, textual_inversion  # noqa: E402
+from recare_core.toy_model import ToyModelConfig, ToyTextToImage  # noqa: E402
+from recare_core.torch_backend import TorchBackend  # noqa: E402
+from recare_core.training import TrainingRun  # noqa: E402
+from recare_core.unlearn import ReCAREConfig  # noqa: E402
+from recare_core.weight_update import WeightUpdate  # noqa: E402
+
+STAGES = ("erase", "ti", "robust")
+KINDS = ("full", "lora")
+ANCHORS = ["a person", "a tree", "a dog", "a house"]
+RETAINS = ["a photo of person", "a photo of tree", "a photo of dog", "a photo of house"]
+
+
+def make_torch_backend(args: argparse.Namespace) -> DiffusionBackend:
+    """The tiny plain-torch model at ``--image-size`` (random weights: cost does not depend on them)."""
+    config = ToyModelConfig(image_size=args.image_size, model_channels=args.model_channels)
+    return TorchBackend(ToyTextToImage(config, seed=0), device=args.device)
+
+
+BACKENDS = {"torch": make_torch_backend}
+
+
+def measure(args: argparse.Namespace, kind: str, stage: str) -> dict:
+    """Run ``args.steps`` steps of ``stage`` with a ``kind`` update; returns the figures of one table row."""
+    torch.manual_seed(0)
+    backend = BACKENDS[args.backend](args)
+    config = ReCAREConfig(erase_steps=args.steps, ti_steps=args.steps, robust_steps=args.steps, fixed_k=args.k,
+                          ddim_steps=args.ddim_steps, image_size=args.image_size, update=kind,
+                          lora_rank=args.lora_rank, gradient_checkpointing=args.gradient_checkpointing, seed=0)
+    stamps: list[float] = []
+    run = TrainingRun(backend, total_steps=args.steps, mixed_precision=not args.no_mixed_precision,
+                      progress=lambda step, total, message: stamps.append(time.perf_counter()))
+    initial = backend.token_embedding(config.initializer_token).float().mean(0, keepdim=True)
+    learned = {"recare_adv_1": initial, "recare_adv_2": initial + 0.01 * torch.randn_like(initial)}
+    update = WeightUpdate(backend.trainable_modules(config.train_method), kind, rank=config.lora_rank,
+                          device=backend.device)
+    images = torch.rand(4, args.image_size, args.image_size, 3)
+    cuda = backend.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
+    if stage == "erase":
+        erase_stage(run, update, "nudity", config, learned_tokens={}, name=stage, seed=0)
+    elif stage == "ti":
+        update.requires_grad_(False)  # as in stage 1: TI trains only the token, on the erased model
+        latents, flipped = encode_images_once(run, prepare_images(images, args.image_size), config.ti_flip)
+        textual_inversion(run, latents, "recare_adv_3", initial, config, name=stage, seed=0, flipped_latents=flipped)
+    else:
+        robust_erase_stage(run, update, ["nudity", *learned], ANCHORS, RETAINS, config, learned_tokens=learned,
+                           name=stage, seed=0)
+    if cuda:
+        torch.cuda.synchronize()
+    steps = [b - a for a, b in zip([start] + stamps[:-1], stamps)]
+    timed = steps[1:] if len(steps) > 1 else steps  # the first step includes warm-up
+    record = run.records[stage]
+    return {
+        "backend": args.backend, "device": str(backend.device), "kind": kind, "stage": stage,
+        "seconds_per_step": sum(timed) / len(timed), "first_step_seconds": steps[0],
+        "peak_mb": (torch.cuda.max_memory_allocated() / 2**20 if cuda
+                    else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "baseline_mb": None if cuda else baseline_rss,
+        "evaluations_per_step": record.evaluations_per_step(),
+        "trainable_parameters": update.num_parameters(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=sorted(BACKENDS), default="torch")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--model-channels", type=int, default=32, help="width of the tiny torch model's UNet")
+    parser.add_argument("--k", type=int, default=10, help="fixed partial-sampling depth (DDIM steps per x_t)")
+    parser.add_argument("--ddim-steps", type=int, default=50)
+    parser.add_argument("--steps", type=int, default=6, help="steps per stage (the first is not timed)")
+    parser.add_argument("--lora-rank", type=int, default=4)
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--no-mixed-precision", action="store_true")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    parser.add_argument("--worker", nargs=2, metavar=("KIND", "STAGE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.worker:
+        print(json.dumps(measure(args, *args.worker)))
+        return
+    forwarded = [a for a in sys.argv[1:]]
+    print(f"backend {args.backend} on {args.device}, image {args.image_size}px, k={args.k} of {args.ddim_steps}, "
+          f"{args.steps} steps per stage (first untimed), lora rank {args.lora_rank}, "
+          f"checkpointing {'on' if args.gradient_checkpointing else 'off'}")
+    header = (f"{'kind':5} {'stage':7} {'s/step':>8} {'peak MB':>16} {'sampling':>9} {'teacher':>8} "
+              f"{'student':>8} {'total':>6} {'trainable':>11}")
+    print(header)
+    print("-" * len(header))
+    for kind in args.kinds:
+        for stage in args.stages:
+            output = subprocess.run([sys.executable, __file__, *forwarded, "--worker", kind, stage],
+                                    check=True, capture_output=True, text=True).stdout
+            row = json.loads(output.strip().splitlines()[-1])
+            evals = row["evaluations_per_step"]
+            memory = (f"{row['peak_mb']:.0f}" if row["baseline_mb"] is None
+                      else f"{row['peak_mb']:.0f} ({row['baseline_mb']:.0f})")
+            print(f"{kind:5} {stage:7} {row['seconds_per_step']:8.3f} {memory:>16} {evals['sampling']:9.1f} "
+                  f"{evals['teacher']:8.1f} {evals['student']:8.1f} {sum(evals.values()):6.1f} "
+                  f"{row['trainable_parameters']:11,d}")
+
+
+if __name__ == "__main__":
+    main()

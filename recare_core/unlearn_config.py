@@ -1,0 +1,98 @@
+"""Every number of ReCARE's unlearning (spec section 2), with the reference implementation's defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar
+
+from .sampling import TIMESTEP_MAPPINGS
+from .weight_update import UPDATE_KINDS
+
+CONCEPT_TYPES: tuple[str, ...] = ("object", "style", "person")
+
+
+@dataclass
+class ReCAREConfig:
+    """Settings of a ReCARE run. Defaults are the reference code's (``paper`` preset)."""
+
+    # Stage 1: iterative erasure + adversarial textual inversion.
+    n_rounds: int = 2
+    erase_steps: int = 200
+    erase_lr: float = 5e-6
+    negative_guidance: float = 2.0
+    ti_steps: int = 3000
+    ti_lr: float = 5e-3
+    # Stage 2: robust erase for CARE, from the original weights.
+    robust_steps: int = 200
+    robust_lr: float = 2e-5
+    compositional_guidance_scale: float = 2.0
+    num_adv_concepts: int = 2
+    retain_weight: float = 1.0
+    # Where training points x_t come from: k of ddim_steps DDIM steps with CFG sampling_cfg.
+    ddim_steps: int = 50
+    sampling_cfg: float = 3.0
+    fixed_k: int | None = None  # None: k uniform in 1..ddim_steps-2 as the reference; an int fixes the depth
+    timestep_mapping: str = "reference"  # "exact": evaluate at the timestep the sampler actually reached
+    guidance_eta: float = 1.0  # APG weight of the parallel component
+    # Which layers, and how the update is held.
+    train_method: str = "noxattn"
+    update: str = "full"
+    lora_rank: int = 4
+    lora_alpha: float | None = None  # None: equal to the rank (scale 1)
+    train_bias: bool = True  # full updates also train biases, as the reference fine-tunes whole layers
+    # Textual-inversion data.
+    concept_type: str = "object"
+    initializer_token: str = "person"
+    image_size: int = 512
+    ti_flip: bool = True  # random horizontal flips (flipped copies are encoded once, up front)
+    center_crop: bool = False
+    # Runtime.
+    seed: int = 42
+    mixed_precision: bool = True  # autocast on CUDA
+    gradient_checkpointing: bool = False
+
+    PRESET_FIELDS: ClassVar[tuple[str, ...]] = ("erase_steps", "ti_steps", "robust_steps")
+
+    @property
+    def total_steps(self) -> int:
+        """Optimiser steps of a whole run (progress-bar length)."""
+        return self.n_rounds * (self.erase_steps + self.ti_steps) + self.robust_steps
+
+    @classmethod
+    def preset(cls, name: str) -> "ReCAREConfig":
+        if name not in PRESETS:
+            raise ValueError(f"Unknown preset '{name}'. Choose one of: {', '.join(PRESETS)}.")
+        return dataclasses.replace(PRESETS[name])
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first setting that cannot work."""
+        counts = {"n_rounds": self.n_rounds, "erase_steps": self.erase_steps, "ti_steps": self.ti_steps,
+                  "robust_steps": self.robust_steps, "num_adv_concepts": self.num_adv_concepts}
+        for name, value in counts.items():
+            if value < 0:
+                raise ValueError(f"{name} must be 0 or more, got {value}.")
+        for name in ("erase_lr", "ti_lr", "robust_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
+        if self.ddim_steps < 3:
+            raise ValueError(f"ddim_steps must be at least 3 (training points use steps 1..ddim_steps-2), "
+                             f"got {self.ddim_steps}.")
+        if self.fixed_k is not None and not 1 <= self.fixed_k <= self.ddim_steps - 1:
+            raise ValueError(f"fixed_k must be within 1..{self.ddim_steps - 1}, got {self.fixed_k}.")
+        if self.timestep_mapping not in TIMESTEP_MAPPINGS:
+            raise ValueError(f"timestep_mapping must be one of {TIMESTEP_MAPPINGS}, got '{self.timestep_mapping}'.")
+        if self.update not in UPDATE_KINDS:
+            raise ValueError(f"update must be one of {UPDATE_KINDS}, got '{self.update}'.")
+        if self.update == "lora" and self.lora_rank < 1:
+            raise ValueError(f"lora_rank must be at least 1, got {self.lora_rank}.")
+        if self.concept_type not in CONCEPT_TYPES:
+            raise ValueError(f"concept_type must be one of {CONCEPT_TYPES}, got '{self.concept_type}'.")
+        if self.image_size < 8:
+            raise ValueError(f"image_size {self.image_size} is too small.")
+
+
+PRESETS: dict[str, ReCAREConfig] = {
+    "paper": ReCAREConfig(),
+    "quick": ReCAREConfig(erase_steps=50, ti_steps=400, robust_steps=100),
+}
