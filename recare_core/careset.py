@@ -251,14 +251,18 @@ def tsne_kmeans(words: np.ndarray, n_clusters: int, seed: int) -> tuple[np.ndarr
     """The reference's global clustering: t-SNE to 2-D (init pca, learning rate auto, seeded), k-means there."""
     from sklearn.cluster import KMeans
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     n = words.shape[0]
     if n < max(n_clusters, 2):
         raise CareSetInputError(f"Only {n} candidate words for {n_clusters} clusters.")
     tsne = TSNE(n_components=2, random_state=seed, init="pca", learning_rate="auto",
                 perplexity=float(min(30.0, n - 1)))
-    coords = tsne.fit_transform(np.asarray(words, np.float32))
-    labels = KMeans(n_clusters=n_clusters, random_state=seed, n_init="auto").fit_predict(coords)
+    # A few hundred points: one thread is fastest, and OpenMP pools fighting torch's own pool were measured
+    # 10-30x slower on a busy 2-core machine.
+    with threadpool_limits(limits=1):
+        coords = tsne.fit_transform(np.asarray(words, np.float32))
+        labels = KMeans(n_clusters=n_clusters, random_state=seed, n_init="auto").fit_predict(coords)
     return coords, labels
 
 

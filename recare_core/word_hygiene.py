@@ -7,7 +7,8 @@ English stop word, is an English dictionary word (it, its singular or its lemma 
 hashtag run-ons), and is not the reference word. Plural nouns are merged into their singular (``persons`` →
 ``person``): spaCy's noun rules (``lemma_rules``/``lemma_exc``) and its POS-free lookup table (``lemma_lookup``),
 both shipped by ``spacy-lookups-data``, must agree, which keeps ``painting`` apart from ``paint``. Everything
-works offline with a blank English pipeline. A part-of-speech filter (drop verbs, adverbs, pronouns, ...) runs only
+works offline with spaCy's English stop words and number rules and those tables (no trained pipeline needed; the
+noun rules are applied on sets, as spaCy's rule lemmatizer applies them on lists). A part-of-speech filter (drop verbs, adverbs, pronouns, ...) runs only
 when a trained English pipeline such as ``en_core_web_sm`` is installed.
 
 With hygiene off the entries are used as the reference uses them; only entries that read the same once ``</w>``
@@ -61,57 +62,65 @@ class HygieneResult:
         return "\n".join(lines)
 
 
-def _english() -> Any:
-    import spacy
+@functools.lru_cache(maxsize=1)
+def _lemma_tables() -> dict[str, Any]:
+    """spacy-lookups-data's English tables: ``lookup`` (POS-free lemma per form), noun ``rules`` and
+    ``exceptions``, and ``dictionary``/``nouns`` (base forms of the WordNet-derived ``lemma_index``, as sets)."""
+    from spacy.lookups import load_lookups
 
-    nlp = spacy.blank("en")
-    nlp.add_pipe("lemmatizer", config={"mode": "rule"})
     try:
-        nlp.initialize()
-    except (OSError, ValueError) as error:
+        lookups = load_lookups("en", ["lemma_lookup", "lemma_rules", "lemma_exc", "lemma_index"], strict=True)
+    except (OSError, ValueError, ImportError) as error:
         raise HygieneError(
             "spaCy's English lemma tables are missing: pip install spacy-lookups-data (or turn word hygiene off)."
         ) from error
-    return nlp
+    index = lookups.get_table("lemma_index")
+    return {
+        "lookup": lookups.get_table("lemma_lookup"),
+        "rules": [tuple(rule) for rule in lookups.get_table("lemma_rules").get("noun", [])],
+        "exceptions": lookups.get_table("lemma_exc").get("noun", {}),
+        "nouns": frozenset(index.get("noun", [])),
+        "dictionary": frozenset(word for pos in ("noun", "adj", "verb", "adv") for word in index.get(pos, [])),
+    }
 
 
-@functools.lru_cache(maxsize=1)
-def _lemma_tools() -> tuple[Any, Any, Any]:
-    """(blank English pipeline, its rule lemmatizer, the POS-free lookup table); built once per process."""
-    from spacy.lookups import load_lookups
+def noun_rule_lemma(word: str) -> str:
+    """``word``'s lemma as a noun by spaCy's English rule lemmatizer (exceptions first, then suffix rules whose
+    result is a known noun, then other suffix results), computed on sets instead of spaCy's lists."""
+    tables = _lemma_tables()
+    known, unknown = [], []
+    for old, new in tables["rules"]:
+        if word.endswith(old):
+            form = word[:len(word) - len(old)] + new
+            if form and (form in tables["nouns"] or not form.isalpha()):
+                if form in tables["nouns"]:
+                    known.insert(0, form)
+                else:
+                    known.append(form)
+            elif form:
+                unknown.append(form)
+    forms = list(dict.fromkeys(known))
+    for form in tables["exceptions"].get(word, []):
+        if form not in forms:
+            forms.insert(0, form)
+    return (forms or unknown or [word])[0]
 
-    nlp = _english()
-    lookup = load_lookups("en", ["lemma_lookup"]).get_table("lemma_lookup")
-    return nlp, nlp.get_pipe("lemmatizer"), lookup
 
-
-@functools.lru_cache(maxsize=1)
-def _dictionary() -> frozenset[str]:
-    """English base forms (nouns, adjectives, verbs, adverbs) of spaCy's WordNet-derived ``lemma_index``."""
-    index = _lemma_tools()[1].lookups.get_table("lemma_index")
-    return frozenset(word for pos in ("noun", "adj", "verb", "adv") for word in index.get(pos, []))
+@functools.lru_cache(maxsize=None)
+def singular(word: str) -> str:
+    """``word`` as a singular noun when spaCy's noun rules and its lookup table agree on it, else ``word``."""
+    lowered = word.lower()
+    looked_up = _lemma_tables()["lookup"].get(lowered, lowered)
+    if looked_up == lowered:
+        return lowered
+    return looked_up if noun_rule_lemma(lowered) == looked_up else lowered
 
 
 def is_dictionary_word(word: str) -> bool:
     """True when ``word``, its singular or its looked-up lemma is an English dictionary base form."""
-    lookup = _lemma_tools()[2]
-    dictionary = _dictionary()
-    return word in dictionary or singular(word) in dictionary or lookup.get(word, word) in dictionary
-
-
-def singular(word: str) -> str:
-    """``word`` as a singular noun when spaCy's noun rules and its lookup table agree on it, else ``word``."""
-    from spacy.tokens import Doc
-
-    nlp, lemmatizer, lookup = _lemma_tools()
-    lowered = word.lower()
-    looked_up = lookup.get(lowered, lowered)
-    if looked_up == lowered:
-        return lowered
-    doc = Doc(nlp.vocab, words=[lowered])
-    doc[0].pos_ = "NOUN"
-    by_rule = lemmatizer.rule_lemmatize(doc[0])
-    return looked_up if by_rule and by_rule[0] == looked_up else lowered
+    tables = _lemma_tables()
+    dictionary = tables["dictionary"]
+    return word in dictionary or singular(word) in dictionary or tables["lookup"].get(word, word) in dictionary
 
 
 @functools.lru_cache(maxsize=1)

@@ -87,3 +87,19 @@ def test_part_of_speech_filter_uses_a_tagging_pipeline(raw_vocabulary):
 def test_nothing_left_is_a_clear_error():
     with pytest.raises(HygieneError, match="no candidate CARE words"):
         clean_vocabulary(["pers", "!</w>", "the</w>", "2018</w>"], "nudity")
+
+
+def test_noun_rule_lemma_is_spacys_rule_lemmatizer(raw_vocabulary):
+    from spacy.tokens import Doc
+
+    from recare_core.word_hygiene import noun_rule_lemma
+
+    nlp = spacy.blank("en")
+    lemmatizer = nlp.add_pipe("lemmatizer", config={"mode": "rule"})
+    nlp.initialize()
+    words = [e[:-4] for e in raw_vocabulary[5000:45000:40] if e.endswith("</w>") and e[:-4].isalpha()]
+    words += ["persons", "children", "women", "leaves", "glasses", "boxes", "ladies", "species", "mice"]
+    for word in words:
+        doc = Doc(nlp.vocab, words=[word])
+        doc[0].pos_ = "NOUN"
+        assert noun_rule_lemma(word) == lemmatizer.rule_lemmatize(doc[0])[0], word
