@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from comfy_harness import GraphError, txt2img_graph
+import torch
+
+from comfy_harness import txt2img_graph
 from recare_core.careset_io import load_care_set
 from recare_core.clip_model import FROM_CONFIG, save_tiny_care_clip
 from recare_core.vocabulary import CACHE_ENV_VAR
@@ -98,21 +100,50 @@ def test_build_save_and_load_round_trip(server):
     assert json.loads(from_reference.read_text(encoding="utf-8")) == care_set.to_reference_json()
 
 
-def test_a_single_image_is_refused_with_a_clear_message(server):
-    with pytest.raises(GraphError, match="single image"):
-        server.run_graph(_care_set_graph(batch=1, prefix="single"))
+# Error paths run in-process: the live server would log their tracebacks, and the shared server's log is also
+# checked for stray mentions of the pack by the registration test.
+@pytest.fixture(scope="module")
+def node_modules(recare_pack):
+    return (importlib.import_module("comfyui_recare.nodes.careset_nodes"),
+            importlib.import_module("comfyui_recare.nodes.clip_nodes"))
 
 
-def test_missing_weights_file_says_where_to_put_it(server):
-    graph = {"1": {"class_type": "LoadCAREClip", "inputs": {"weights": "openai", "architecture": FROM_CONFIG,
-                                                            "quick_gelu": "auto", "device": "cpu"}},
-             "2": {"class_type": "BuildCARESet", "inputs": {**_care_set_graph(2, "x")["9"]["inputs"],
-                                                            "care_clip": ["1", 0], "images": ["3", 0]}},
-             "3": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 32, "batch_size": 2, "color": 0}},
-             "4": {"class_type": "SaveCARESet", "inputs": {"care_set": ["2", 0], "filename_prefix": "never",
-                                                           "format": "recare"}}}
-    with pytest.raises(GraphError, match="needs a weights file"):
-        server.run_graph(graph)
+def _build_inputs(**changes) -> dict:
+    inputs = {name: value for name, value in _care_set_graph(2, "x")["9"]["inputs"].items()
+              if name not in ("images", "care_clip")}
+    return {**inputs, **changes}
+
+
+def test_a_single_image_is_refused_with_a_clear_message(node_modules):
+    careset_nodes, _ = node_modules
+    from recare_core.clip_model import build_tiny_care_clip
+
+    with pytest.raises(ValueError, match="single image"):
+        careset_nodes.BuildCARESet.execute(images=torch.rand(1, 32, 32, 3), care_clip=build_tiny_care_clip(0),
+                                           **_build_inputs())
+
+
+def test_a_pretrained_name_with_a_config_architecture_is_refused(node_modules):
+    _, clip_nodes = node_modules
+    with pytest.raises(RuntimeError, match="needs a weights file"):
+        clip_nodes.LoadCAREClip.execute(weights="openai", architecture=FROM_CONFIG, quick_gelu="auto", device="cpu")
+
+
+def test_load_care_clip_node_reads_the_open_clip_folder(node_modules, tmp_path):
+    _, clip_nodes = node_modules
+    import folder_paths
+
+    folder = tmp_path / "open_clip_models"
+    save_tiny_care_clip(folder / "tiny", seed=2)
+    paths, _ = folder_paths.folder_names_and_paths["open_clip"]
+    paths.append(str(folder))
+    try:
+        assert "tiny/open_clip_model.safetensors" in clip_nodes.weight_choices()
+        clip = clip_nodes.LoadCAREClip.execute(weights="tiny/open_clip_model.safetensors", architecture=FROM_CONFIG,
+                                               quick_gelu="auto", device="cpu").args[0]
+        assert clip.identity.startswith("tiny-config-")
+    finally:
+        paths.remove(str(folder))
 
 
 def test_save_prefix_cannot_leave_the_output_folder(recare_pack, tmp_path):
