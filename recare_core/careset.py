@@ -426,7 +426,7 @@ def build_care_set(images: torch.Tensor, clip: CareClip, reference_word: str, co
     return CareSet.from_words(
         reference_word, concept_type, kept_words, candidates=candidates, clusters=clusters,
         settings={**asdict(settings), "distinct_candidate_words": len(counter),
-                  "vocabulary_cache": str(vocabulary.path), "vocabulary_from_cache": vocabulary.from_cache},
+                  "vocabulary_from_cache": vocabulary.from_cache},
         clip_identity=clip.identity, hygiene=hygiene_counts, num_images=int(images.shape[0]))
 
 
@@ -442,8 +442,8 @@ def care_set_report(care_set: CareSet) -> str:
             "top_k_per_image", "top_n_tokens", "n_clusters", "k_each_side", "alpha", "min_cluster_size", "seed",
             "word_hygiene") if k in settings))
         if "vocabulary_from_cache" in settings:
-            lines.append("vocabulary embeddings: " + ("read from cache " if settings["vocabulary_from_cache"]
-                                                       else "built and cached at ") + settings["vocabulary_cache"])
+            lines.append("vocabulary embeddings: " + ("read from the cache" if settings["vocabulary_from_cache"]
+                                                       else "built now and cached for next time"))
     if care_set.hygiene:
         lines.append("word hygiene (vocabulary entries):")
         lines += [f"  {name}: {count}" for name, count in care_set.hygiene.items()]

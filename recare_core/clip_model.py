@@ -327,7 +327,8 @@ def load_care_clip(arch: str, weights: str | os.PathLike, device: str | torch.de
     local ``.safetensors``/``.bin``/``.pt``/``.pth`` file (read without executing code) or an open_clip pretrained
     tag (``openai``; open_clip downloads it when online). ``quick_gelu=None`` decides automatically: on for
     ``-quickgelu`` architectures, for tags trained with it (``openai``) and for files whose name contains
-    ``openai``."""
+    ``openai``. The identity is ``<arch>/<tag>`` or ``<arch>/sha256:<16 hex>``, with ``+quickgelu``/``+gelu``
+    after the architecture when the activation differs from what the architecture (or tag) itself implies."""
     open_clip = _require_open_clip()
     weights_text = str(weights).strip()
     if not weights_text:
@@ -349,15 +350,17 @@ def load_care_clip(arch: str, weights: str | os.PathLike, device: str | torch.de
                 f"'{weights_text}' is neither a weights file nor a pretrained name of '{arch}' "
                 f"(known: {', '.join(known) or 'none'}). {OPENAI_VIT_B_32_HINT}")
         tag_cfg = open_clip.get_pretrained_cfg(arch, weights_text)
+    natural = bool(model_cfg.get("quick_gelu") or label.endswith("-quickgelu")
+                   or (tag_cfg is not None and tag_cfg.get("quick_gelu", False)))
     if quick_gelu is None:
         quick_gelu = _auto_quick_gelu(label, model_cfg, tag_cfg, weights_path)
+    activation = "" if quick_gelu == natural else ("+quickgelu" if quick_gelu else "+gelu")
     if weights_path is None:
         model = _create_pretrained(open_clip, arch, weights_text, quick_gelu)
-        identity = f"{label}{'+quickgelu' if quick_gelu and not label.endswith('quickgelu') else ''}/{weights_text}"
+        identity = f"{label}{activation}/{weights_text}"
     else:
         model = _create_from_file(open_clip, label, model_cfg, preprocess_override, weights_path, quick_gelu)
-        identity = (f"{label}{'+quickgelu' if quick_gelu and not label.endswith('quickgelu') else ''}"
-                    f"/{file_fingerprint(weights_path)}")
+        identity = f"{label}{activation}/{file_fingerprint(weights_path)}"
     return CareClip(model, identity, device=device)
 
 

@@ -132,3 +132,15 @@ def test_tiny_models_are_reproducible_per_seed():
     torch.testing.assert_close(a.embed_texts(["x y"]), b.embed_texts(["x y"]))
     assert not torch.allclose(a.embed_texts(["x y"]), c.embed_texts(["x y"]))
     assert a.identity == "tiny-clip/random-seed-3"
+
+
+def test_identity_marks_only_an_unusual_activation(tmp_path):
+    plain = save_tiny_care_clip(tmp_path / "tiny")
+    assert "+" not in load_care_clip(FROM_CONFIG, plain).identity
+    assert "+quickgelu/" in load_care_clip(FROM_CONFIG, plain, quick_gelu=True).identity
+    named = save_tiny_care_clip(tmp_path / "openai_tiny")
+    renamed = named.with_name("tiny-openai.safetensors")
+    named.rename(renamed)
+    openai_like = load_care_clip(FROM_CONFIG, renamed)  # 'openai' in the file name turns QuickGELU on
+    assert "+quickgelu/" in openai_like.identity
+    assert openai_like.model.transformer.resblocks[0].mlp.gelu.__class__.__name__ == "QuickGELU"
