@@ -79,14 +79,14 @@ def _grid(rows: list[tuple[str, torch.Tensor]], scale: int = 4) -> Image.Image:
     return canvas
 
 
-def run_main_job(out: Path, seed: int = 0, n_images: int = 16, sample_steps: int = 25,
+def run_main_job(out: Path, seed: int = 0, n_images: int = 12, sample_steps: int = 20,
                  config: ReCAREConfig | None = None) -> dict[str, Path]:
     """Run the pipeline and write its outputs into ``out`` (created; existing files are never overwritten)."""
     out.mkdir(parents=True, exist_ok=True)
     world = load_world(seed)
     backend = world.backend
     size = backend.model.config.image_size
-    config = config or ReCAREConfig(n_rounds=1, erase_steps=30, ti_steps=60, robust_steps=60, ddim_steps=10,
+    config = config or ReCAREConfig(n_rounds=1, erase_steps=20, ti_steps=40, robust_steps=40, ddim_steps=10,
                                     image_size=size, num_adv_concepts=1, initializer_token=world.care_concept,
                                     seed=seed)
     timings: dict[str, float] = {}
@@ -156,7 +156,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("out/main_job"), help="output folder")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--images", type=int, default=16, help="images per prompt")
+    parser.add_argument("--images", type=int, default=12, help="images per prompt")
     args = parser.parse_args()
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     started = time.perf_counter()
