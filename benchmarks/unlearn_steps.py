@@ -45,7 +45,31 @@ def make_torch_backend(args: argparse.Namespace) -> DiffusionBackend:
     return TorchBackend(ToyTextToImage(config, seed=0), device=args.device)
 
 
-BACKENDS = {"torch": make_torch_backend}
+def make_comfy_backend(args: argparse.Namespace) -> DiffusionBackend:
+    """ComfyUI's own SD1.5 MODEL/CLIP/VAE (``--checkpoint``, default: the tests' tiny random SD1.5 checkpoint,
+    written once to ~/.cache/recare/) through the pack's ComfyUI backend."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from comfy_harness import find_comfyui, import_comfy_in_process, import_pack_in_process, \
+        write_tiny_sd15_checkpoint
+
+    root = find_comfyui()
+    if root is None:
+        raise SystemExit("--backend comfy needs a ComfyUI checkout at $COMFYUI_PATH or ~/ComfyUI.")
+    import_comfy_in_process(root, cpu=args.device == "cpu")
+    import_pack_in_process()
+    import comfy.sd
+    from comfyui_recare.nodes.comfy_backend import ComfyBackend
+
+    checkpoint = Path(args.checkpoint) if args.checkpoint else Path.home() / ".cache/recare/tiny_sd15.safetensors"
+    if not checkpoint.exists():
+        write_tiny_sd15_checkpoint(checkpoint)
+    model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(checkpoint), output_vae=True, output_clip=True)
+    backend = ComfyBackend(model, clip, vae)
+    backend.load()
+    return backend
+
+
+BACKENDS = {"torch": make_torch_backend, "comfy": make_comfy_backend}
 
 
 def measure(args: argparse.Namespace, kind: str, stage: str) -> dict:
@@ -97,6 +121,7 @@ def measure(args: argparse.Namespace, kind: str, stage: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=sorted(BACKENDS), default="torch")
+    parser.add_argument("--checkpoint", help="SD1.5 checkpoint for --backend comfy (default: tiny random one)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--model-channels", type=int, default=32, help="width of the tiny torch model's UNet")

@@ -101,12 +101,12 @@ class ComfyTextEncoder:
 
     @staticmethod
     def _embed_ids(ids: list[int], weight: torch.Tensor) -> torch.Tensor:
-        return F.embedding(torch.tensor(ids, device=weight.device, dtype=torch.long), weight.float())
+        return F.embedding(torch.tensor(ids, device=weight.device, dtype=torch.long), weight.detach().float())
 
     def _encode_differentiable(self, prompt: str, learned_tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
         text_model = self.clip_l.transformer.text_model
         x = self._input_embeddings(prompt, learned_tokens)
-        x = x + text_model.embeddings.position_embedding.weight.float()[: x.shape[1]]
+        x = x + text_model.embeddings.position_embedding.weight.detach().float()[: x.shape[1]]
         n_layers = len(text_model.encoder.layers)
         layer_idx = self.clip.layer_idx  # set by CLIPSetLastLayer; None means the last layer
         stop_after = n_layers - 1 if layer_idx is None or abs(layer_idx) > n_layers else layer_idx % n_layers
@@ -122,8 +122,9 @@ class ComfyTextEncoder:
 
 
 def _weights(module: nn.Module, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor | None]:
-    weight = module.weight.to(dtype)
-    bias = module.bias.to(dtype) if module.bias is not None else None
+    """The layer's frozen weights (detached: only learned token embeddings receive gradients)."""
+    weight = module.weight.detach().to(dtype)
+    bias = module.bias.detach().to(dtype) if module.bias is not None else None
     return weight, bias
 
 
@@ -186,6 +187,13 @@ class ComfyBackend:
     def trainable_modules(self, method: str) -> dict[str, nn.Module]:
         named = {f"diffusion_model.{name}": module for name, module in self.denoiser().named_modules()}
         return select_trainable_modules(named, method)
+
+    def checkpoint_blocks(self) -> list[nn.Module]:
+        """The ResBlocks / SpatialTransformers / up- and down-samplers inside every TimestepEmbedSequential:
+        ComfyUI's UNet calls those children itself (``forward_timestep_embed``), each through ``__call__``."""
+        unet = self.denoiser()
+        containers = [*unet.input_blocks, unet.middle_block, *unet.output_blocks]
+        return [layer for container in containers for layer in container]
 
     def predict_noise(self, x_t: torch.Tensor, timesteps: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         dtype = self.dtype

@@ -71,7 +71,7 @@ class ReCAREUnlearn(io.ComfyNode):
                 _float("negative_guidance", "Strength of the negative guidance that builds the erasure target.", 0.1),
                 _float("compositional_guidance_scale", "Stage 2: scale of the compositional (erase/anchor) guidance.", 0.1),
                 _int("num_adv_concepts", "Stage 2: how many learned adversarial tokens are erased with the concept.", 0, 10),
-                _int("ddim_steps", "Schedule length of the partial DDIM sampling that produces training points.", 2, 1000),
+                _int("ddim_steps", "Schedule length of the partial DDIM sampling that produces training points.", 3, 1000),
                 _float("sampling_cfg", "Classifier-free guidance of that partial sampling.", 0.1),
                 io.Combo.Input("train_method", options=list(TRAIN_METHODS), default=_DEFAULTS.train_method,
                                tooltip="Which UNet layers are trained: " + "; ".join(f"{k}: {v}" for k, v in TRAIN_METHODS.items())),

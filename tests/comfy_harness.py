@@ -38,8 +38,9 @@ def find_comfyui() -> Path | None:
     return candidate if (candidate / "main.py").is_file() and (candidate / "comfy").is_dir() else None
 
 
-def import_comfy_in_process(comfy_root: Path) -> None:
-    """Put ComfyUI first on ``sys.path`` and switch it to CPU mode before ``comfy.model_management`` loads."""
+def import_comfy_in_process(comfy_root: Path, cpu: bool = True) -> None:
+    """Put ComfyUI first on ``sys.path`` and (by default) switch it to CPU mode before ``comfy.model_management``
+    loads."""
     root = str(comfy_root)
     if root in sys.path:
         sys.path.remove(root)
@@ -49,7 +50,7 @@ def import_comfy_in_process(comfy_root: Path) -> None:
         del sys.modules["nodes"]
     import comfy.cli_args
 
-    comfy.cli_args.args.cpu = True
+    comfy.cli_args.args.cpu = cpu
 
 
 def import_pack_in_process() -> Any:

@@ -109,3 +109,31 @@ def test_learned_token_exported_as_comfyui_embedding_gives_the_same_conditioning
     finally:
         tokenizer.embedding_directory = previous
     torch.testing.assert_close(ours, theirs.to(ours.device), rtol=1e-4, atol=1e-4)
+
+
+def test_gradient_checkpointing_on_comfyui_unet_gives_the_same_gradients(backend):
+    from recare_core.backend import DiffusionBackend
+    from recare_core.checkpointing import gradient_checkpointing
+    from recare_core.weight_update import WeightUpdate
+
+    assert isinstance(backend, DiffusionBackend)
+    layers = backend.trainable_modules("noxattn")
+    cond = backend.encode_text(["a cat"])
+    x_t = torch.randn(backend.latent_shape(1, 64), generator=torch.Generator().manual_seed(2))
+
+    def loss_and_grads(checkpointing: bool):
+        update = WeightUpdate(layers, "full", seed=0)
+        try:
+            with torch.enable_grad(), gradient_checkpointing(backend.checkpoint_blocks(), checkpointing) as wrapped:
+                loss = backend.predict_noise(x_t, torch.tensor([500]), cond).square().mean()
+                loss.backward()
+            return loss.detach(), [p.grad.clone() for p in update.parameters()], wrapped
+        finally:
+            update.detach()
+
+    plain_loss, plain_grads, _ = loss_and_grads(False)
+    ckpt_loss, ckpt_grads, wrapped = loss_and_grads(True)
+    assert wrapped == len(backend.checkpoint_blocks()) > 0
+    torch.testing.assert_close(ckpt_loss, plain_loss)
+    for a, b in zip(ckpt_grads, plain_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
