@@ -97,6 +97,7 @@ def test_cluster_picture_is_a_comfy_image(built):
     (torch.rand(1, 32, 32, 3), "nudity", "single image"),
     (torch.rand(3, 32, 32, 3), "   ", "gives no CLIP tokens"),
     (torch.rand(3, 32, 32, 3), "", "gives no CLIP tokens"),
+    (torch.rand(3, 32, 32, 3), "\ufeff\x00", "gives no CLIP tokens"),  # not blank, but nothing CLIP reads
 ])
 def test_bad_inputs_are_refused_clearly(clip, cache_dir, images, word, message):
     with pytest.raises(CareSetInputError, match=message):
