@@ -68,7 +68,8 @@ class LoadCAREClip(io.ComfyNode):
                 io.Combo.Input("quick_gelu", options=["auto", "on", "off"], default="auto",
                                tooltip="OpenAI's CLIP weights need the QuickGELU activation. 'auto' turns it on for "
                                        "'-quickgelu' architectures, for the 'openai' pretrained name and for files "
-                                       "whose name contains 'openai'."),
+                                       "whose name or folder name contains 'openai'; set 'on' for OpenAI weights "
+                                       "saved under another name."),
                 io.Combo.Input("device", options=["auto", "cpu"], default="auto",
                                tooltip="'auto' runs CLIP on ComfyUI's device (the GPU when there is one)."),
             ],

@@ -318,7 +318,7 @@ def _auto_quick_gelu(label: str, model_cfg: dict[str, Any], tag_cfg: dict[str, A
         return True
     if tag_cfg is not None:
         return bool(tag_cfg.get("quick_gelu", False))
-    return weights_path is not None and "openai" in weights_path.name.lower()
+    return weights_path is not None and "openai" in f"{weights_path.parent.name}/{weights_path.name}".lower()
 
 
 def load_care_clip(arch: str, weights: str | os.PathLike, device: str | torch.device = "cpu",
@@ -326,8 +326,8 @@ def load_care_clip(arch: str, weights: str | os.PathLike, device: str | torch.de
     """Load a CLIP: ``arch`` is an open_clip architecture (``ViT-B-32``) or :data:`FROM_CONFIG`; ``weights`` a
     local ``.safetensors``/``.bin``/``.pt``/``.pth`` file (read without executing code) or an open_clip pretrained
     tag (``openai``; open_clip downloads it when online). ``quick_gelu=None`` decides automatically: on for
-    ``-quickgelu`` architectures, for tags trained with it (``openai``) and for files whose name contains
-    ``openai``. The identity is ``<arch>/<tag>`` or ``<arch>/sha256:<16 hex>``, with ``+quickgelu``/``+gelu``
+    ``-quickgelu`` architectures, for tags trained with it (``openai``) and for files whose name or folder name
+    contains ``openai`` (e.g. ``vit_base_patch32_clip_224.openai/open_clip_model.safetensors``). The identity is ``<arch>/<tag>`` or ``<arch>/sha256:<16 hex>``, with ``+quickgelu``/``+gelu``
     after the architecture when the activation differs from what the architecture (or tag) itself implies."""
     open_clip = _require_open_clip()
     weights_text = str(weights).strip()

@@ -144,3 +144,5 @@ def test_identity_marks_only_an_unusual_activation(tmp_path):
     openai_like = load_care_clip(FROM_CONFIG, renamed)  # 'openai' in the file name turns QuickGELU on
     assert "+quickgelu/" in openai_like.identity
     assert openai_like.model.transformer.resblocks[0].mlp.gelu.__class__.__name__ == "QuickGELU"
+    in_openai_folder = save_tiny_care_clip(tmp_path / "vit_base_patch32_clip_224.openai")
+    assert "+quickgelu/" in load_care_clip(FROM_CONFIG, in_openai_folder).identity
