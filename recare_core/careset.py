@@ -14,12 +14,12 @@
    ``A painting of {t}`` (styles).
 
 Departures from the reference, all deliberate: entries are embedded with ``</w>`` removed (the reference passes
-``person</w>`` to the tokenizer, which reads the marker as the extra text ``</ w >``); each image's top-k is taken
-among the entries word hygiene (:mod:`.word_hygiene`, optional) leaves as candidates, so with hygiene on it holds up to
-k distinct whole English words; entries that stand for the same word (``person``/``persons``, or ``person``/``person</w>``
-with hygiene off) count once per image; words are embedded in step 3 as clean text; the t-SNE
-perplexity is capped at n_words - 1 so that short candidate lists work (the reference's 30 applies from 31 words
-on); k_each_side = 0 drops no cluster (in the reference it drops all of them).
+``person</w>`` to the tokenizer, which reads the marker as the extra text ``</ w >``); each image's top-k is
+taken among the entries that word hygiene (:mod:`.word_hygiene`, optional) leaves as candidates, so with hygiene
+on it holds up to k distinct whole English words; entries that stand for the same word (``person``/``persons``,
+or ``person``/``person</w>`` with hygiene off) count once per image; words are embedded in step 3 as clean text;
+the t-SNE perplexity is capped at n_words - 1 so that short candidate lists work (the reference's 30 applies from
+31 words on); k_each_side = 0 drops no cluster (in the reference it drops all of them).
 """
 
 from __future__ import annotations
