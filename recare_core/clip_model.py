@@ -73,7 +73,8 @@ def _require_open_clip():
     try:
         import open_clip
     except ImportError as error:  # pragma: no cover - open_clip_torch is a declared dependency
-        raise ClipWeightsError("The Python package 'open_clip_torch' is missing: pip install open_clip_torch") from error
+        raise ClipWeightsError("The Python package 'open_clip_torch' is missing: pip install open_clip_torch") \
+            from error
     return open_clip
 
 
@@ -327,8 +328,9 @@ def load_care_clip(arch: str, weights: str | os.PathLike, device: str | torch.de
     local ``.safetensors``/``.bin``/``.pt``/``.pth`` file (read without executing code) or an open_clip pretrained
     tag (``openai``; open_clip downloads it when online). ``quick_gelu=None`` decides automatically: on for
     ``-quickgelu`` architectures, for tags trained with it (``openai``) and for files whose name or folder name
-    contains ``openai`` (e.g. ``vit_base_patch32_clip_224.openai/open_clip_model.safetensors``). The identity is ``<arch>/<tag>`` or ``<arch>/sha256:<16 hex>``, with ``+quickgelu``/``+gelu``
-    after the architecture when the activation differs from what the architecture (or tag) itself implies."""
+    contains ``openai`` (e.g. ``vit_base_patch32_clip_224.openai/open_clip_model.safetensors``). The identity is
+    ``<arch>/<tag>`` or ``<arch>/sha256:<16 hex>``, with ``+quickgelu``/``+gelu`` after the architecture when the
+    activation differs from what the architecture (or tag) itself implies."""
     open_clip = _require_open_clip()
     weights_text = str(weights).strip()
     if not weights_text:

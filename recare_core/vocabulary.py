@@ -54,7 +54,8 @@ def default_cache_dir() -> Path:
     if os.environ.get(CACHE_ENV_VAR):
         return Path(os.environ[CACHE_ENV_VAR]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or (os.environ.get("LOCALAPPDATA") if os.name == "nt" else None)
-    return Path(base).expanduser() / "recare" / "vocabulary" if base else Path.home() / ".cache" / "recare" / "vocabulary"
+    root = Path(base).expanduser() if base else Path.home() / ".cache"
+    return root / "recare" / "vocabulary"
 
 
 def _vocabulary_digest(entries: list[str]) -> str:

@@ -6,10 +6,10 @@ English stop word, is an English dictionary word (it, its singular or its lemma 
 ``lemma_index`` of spacy-lookups-data; this removes word-ending pieces such as ``anist</w>`` from ``pianist``, and
 hashtag run-ons), and is not the reference word. Plural nouns are merged into their singular (``persons`` →
 ``person``): spaCy's noun rules (``lemma_rules``/``lemma_exc``) and its POS-free lookup table (``lemma_lookup``),
-both shipped by ``spacy-lookups-data``, must agree, which keeps ``painting`` apart from ``paint``. Everything
-works offline with spaCy's English stop words and number rules and those tables (no trained pipeline needed; the
-noun rules are applied on sets, as spaCy's rule lemmatizer applies them on lists). A part-of-speech filter (drop verbs, adverbs, pronouns, ...) runs only
-when a trained English pipeline such as ``en_core_web_sm`` is installed.
+both shipped by ``spacy-lookups-data``, must agree, which keeps ``painting`` apart from ``paint``. Everything works
+offline with spaCy's English stop words and number rules and those tables (no trained pipeline needed; the noun
+rules are applied on sets, as spaCy's rule lemmatizer applies them on lists). A part-of-speech filter (drop verbs,
+adverbs, pronouns, ...) runs only when a trained English pipeline such as ``en_core_web_sm`` is installed.
 
 With hygiene off the entries are used as the reference uses them; only entries that read the same once ``</w>``
 is removed (``person``/``person</w>``) are counted once.

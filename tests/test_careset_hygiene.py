@@ -24,7 +24,8 @@ def test_filters_remove_what_they_say_and_report_counts(raw_vocabulary):
     person, persons, pers = _rows(raw_vocabulary, "person</w>", "persons</w>", "pers")
     assert word_of[person] == "person" and word_of[persons] == "person"  # plural merged into its singular
     assert word_of[pers] is None  # sub-word fragment
-    for entry in ("!</w>", "7</w>", "twenty</w>", "the</w>", "x</w>", "anist</w>", "dog</w>", "dogs</w>", "ðŁĺĤ</w>"):
+    for entry in ("!</w>", "7</w>", "twenty</w>", "the</w>", "x</w>", "anist</w>", "dog</w>", "dogs</w>",
+                  "ðŁĺĤ</w>"):
         assert word_of[raw_vocabulary.index(entry)] is None, entry
     for entry in ("painting</w>", "paintings</w>", "beach</w>", "woman</w>", "women</w>"):
         assert word_of[raw_vocabulary.index(entry)] is not None, entry
