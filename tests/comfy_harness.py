@@ -244,8 +244,12 @@ class ComfyServer:
             if entry and entry.get("status", {}).get("completed") is not None:
                 status = entry["status"]
                 if status.get("status_str") != "success":
-                    errors = [m for m in status.get("messages", []) if m[0] == "execution_error"]
-                    raise GraphError(json.dumps(errors or status, indent=1)[-6000:])
+                    errors = [m[1] for m in status.get("messages", []) if m[0] == "execution_error"]
+                    if not errors:
+                        raise GraphError(json.dumps(status, indent=1)[-6000:])
+                    raise GraphError("\n".join(
+                        f"{e.get('node_type')} #{e.get('node_id')}: {e.get('exception_type')}: "
+                        f"{e.get('exception_message')}\n{''.join(e.get('traceback', []))[-3000:]}" for e in errors))
                 return entry
             if self._process is not None and self._process.poll() is not None:
                 raise GraphError(f"ComfyUI died while running the graph:\n{self.log()[-4000:]}")

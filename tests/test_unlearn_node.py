@@ -33,12 +33,14 @@ def _unlearn_graph(prefix: str, erase_concept: str = "nudity", **overrides) -> d
             "preset": "paper", "embedding_name": prefix, **{**TINY_STEPS, **overrides}}},
         "22": {"class_type": "CLIPTextEncode", "inputs": {"text": "a photo of a person", "clip": ["1", 1]}},
         "23": {"class_type": "KSampler", "inputs": {
-            "model": ["21", 0], "positive": ["22", 0], "negative": ["3", 0], "latent_image": ["4", 0], "seed": 9,
+            "model": ["21", 0], "positive": ["22", 0], "negative": ["3", 0], "latent_image": ["28", 0], "seed": 9,
             "steps": 2, "cfg": 7.5, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
         "24": {"class_type": "VAEDecode", "inputs": {"samples": ["23", 0], "vae": ["1", 2]}},
         "25": {"class_type": "SaveImage", "inputs": {"images": ["24", 0], "filename_prefix": f"{prefix}_erased"}},
         "26": {"class_type": "SaveErasure", "inputs": {"erasure": ["21", 1], "filename_prefix": f"recare/{prefix}"}},
         "27": {"class_type": "PreviewImage", "inputs": {"images": ["21", 2]}},
+        # Batch size 1 like the re-applied graph below: batched convolutions may round differently.
+        "28": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
     })
     return graph
 
@@ -75,7 +77,8 @@ def test_unlearn_in_comfyui_then_sample_save_reload_and_reapply(server):
         "31": {"class_type": "ApplyErasedUNet", "inputs": {"model": ["1", 0], "erasure": ["30", 0], "strength": 1.0}},
     })
     reapplied = _pixels(server.output_files(server.run_graph(reapplied_graph), "7")[0])
-    assert np.array_equal(reapplied, erased_image)
+    diff = np.abs(reapplied.astype(int) - erased_image.astype(int))
+    assert diff.max() == 0, f"max pixel difference {diff.max()}, {np.count_nonzero(diff)} values differ"
     assert not np.array_equal(original, erased_image)
 
     # The learned adversarial token works as a prompt embedding in a stock graph.
@@ -86,7 +89,7 @@ def test_unlearn_in_comfyui_then_sample_save_reload_and_reapply(server):
 def test_unlearn_bad_input_gives_a_clear_error(server):
     with pytest.raises(GraphError, match="No concept to erase"):
         server.run_graph(_unlearn_graph("unlearn_bad", erase_concept="   "))
-    with pytest.raises(GraphError, match="tokenises to nothing|initializer"):
+    with pytest.raises(GraphError, match="initializer token .* tokenises to nothing"):
         graph = _unlearn_graph("unlearn_bad_init")
-        graph["21"]["inputs"]["initializer_token"] = "!!!"
+        graph["21"]["inputs"]["initializer_token"] = "   "
         server.run_graph(graph)
