@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import erasure_nodes, score_nodes, unlearn_nodes
+from . import careset_nodes, clip_nodes, erasure_nodes, score_nodes, unlearn_nodes
 
 
 class ReCAREExtension(ComfyExtension):
     """Registers every ReCARE node with ComfyUI."""
 
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [*unlearn_nodes.NODES, *erasure_nodes.NODES, *score_nodes.NODES]
+        return [*clip_nodes.NODES, *careset_nodes.NODES, *unlearn_nodes.NODES, *erasure_nodes.NODES,
+                *score_nodes.NODES]

@@ -1,0 +1,126 @@
+"""The CARE-set nodes inside a real ComfyUI: tiny SD1.5 checkpoint -> KSampler batch -> VAEDecode ->
+BuildCARESet -> SaveCARESet, then LoadCARESet round-trips the file (both formats)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from comfy_harness import GraphError, txt2img_graph
+from recare_core.careset_io import load_care_set
+from recare_core.clip_model import FROM_CONFIG, save_tiny_care_clip
+from recare_core.vocabulary import CACHE_ENV_VAR
+
+pytestmark = pytest.mark.comfy
+
+# The live server inherits this process's environment: keep its vocabulary cache out of the user's cache dir.
+os.environ.setdefault(CACHE_ENV_VAR, tempfile.mkdtemp(prefix="recare-test-vocabulary-"))
+
+TINY_CLIP_FILE = "tiny_care_clip/open_clip_model.safetensors"
+
+
+def _care_set_graph(batch: int, prefix: str, fmt: str = "recare") -> dict:
+    graph = txt2img_graph("a photo of a person on a beach", seed=5, steps=2, batch=batch)
+    del graph["7"]  # no SaveImage: the images go to BuildCARESet
+    graph.update({
+        "8": {"class_type": "LoadCAREClip", "inputs": {"weights": TINY_CLIP_FILE, "architecture": FROM_CONFIG,
+                                                        "quick_gelu": "auto", "device": "cpu"}},
+        "9": {"class_type": "BuildCARESet", "inputs": {
+            "images": ["6", 0], "care_clip": ["8", 0], "reference_word": "person", "concept_type": "object",
+            "top_k_per_image": 50, "top_n_tokens": 100, "n_clusters": 7, "k_each_side": 1, "alpha": 0.01,
+            "min_cluster_size": 2, "seed": 42, "word_hygiene": True}},
+        "10": {"class_type": "SaveCARESet", "inputs": {"care_set": ["9", 0], "filename_prefix": prefix,
+                                                        "format": fmt}},
+        "11": {"class_type": "PreviewImage", "inputs": {"images": ["9", 2]}},
+    })
+    return graph
+
+
+@pytest.fixture(scope="module")
+def server(comfy_server):
+    save_tiny_care_clip(comfy_server.base_dir / "models" / "open_clip" / "tiny_care_clip", seed=0)
+    return comfy_server
+
+
+def test_nodes_are_registered_with_their_defaults(server):
+    info = server.object_info()
+    load_clip = info["LoadCAREClip"]["input"]["required"]
+    assert TINY_CLIP_FILE in load_clip["weights"][1]["options"] and "openai" in load_clip["weights"][1]["options"]
+    assert load_clip["weights"][1]["default"] == "openai"
+    assert load_clip["architecture"][1]["default"] == "ViT-B-32"
+    build = info["BuildCARESet"]["input"]["required"]
+    defaults = {name: spec[1].get("default") for name, spec in build.items() if len(spec) > 1}
+    assert defaults["top_k_per_image"] == 50 and defaults["top_n_tokens"] == 100 and defaults["n_clusters"] == 7
+    assert defaults["k_each_side"] == 1 and defaults["alpha"] == 0.01 and defaults["min_cluster_size"] == 2
+    assert defaults["seed"] == 42 and defaults["word_hygiene"] is True
+    assert info["BuildCARESet"]["output_name"] == ["care_set", "report", "cluster_map"]
+    assert info["SaveCARESet"]["output_node"] is True
+
+
+def test_build_save_and_load_round_trip(server):
+    entry = server.run_graph(_care_set_graph(batch=4, prefix="graph/careset"))
+    saved = server.base_dir / "output" / "recare" / "graph" / "careset_00001.json"
+    assert saved.is_file()
+    assert "saved careset_00001.json" in entry["outputs"]["10"]["text"][0]
+    assert len(server.output_files(entry, "11")) == 1  # the cluster map reached a preview
+    care_set = load_care_set(saved)
+    assert care_set.num_images == 4 and care_set.reference_word == "person" and care_set.words
+    assert care_set.clip_identity.startswith("tiny_care_clip-config-") and "sha256:" in care_set.clip_identity
+    assert care_set.settings["seed"] == 42 and len(care_set.clusters) == 7
+
+    # a second run never overwrites
+    server.run_graph(_care_set_graph(batch=4, prefix="graph/careset", fmt="reference"))
+    second = saved.with_name("careset_00002.json")
+    assert json.loads(second.read_text(encoding="utf-8")) == care_set.to_reference_json()
+    assert load_care_set(saved) == care_set
+
+    # LoadCARESet -> SaveCARESet reproduces the pack file, and reads the reference format
+    server.run_graph({
+        "1": {"class_type": "LoadCARESet", "inputs": {"file": "recare/graph/careset_00001.json [output]"}},
+        "2": {"class_type": "SaveCARESet", "inputs": {"care_set": ["1", 0], "filename_prefix": "again",
+                                                       "format": "recare"}},
+    })
+    again = server.base_dir / "output" / "recare" / "again_00001.json"
+    assert json.loads(again.read_text(encoding="utf-8")) == json.loads(saved.read_text(encoding="utf-8"))
+    reference_file = server.base_dir / "input" / "careset.json"
+    reference_file.write_text(second.read_text(encoding="utf-8"), encoding="utf-8")
+    server.run_graph({
+        "1": {"class_type": "LoadCARESet", "inputs": {"file": "careset.json"}},
+        "2": {"class_type": "SaveCARESet", "inputs": {"care_set": ["1", 0], "filename_prefix": "from_reference",
+                                                       "format": "reference"}},
+    })
+    from_reference = server.base_dir / "output" / "recare" / "from_reference_00001.json"
+    assert json.loads(from_reference.read_text(encoding="utf-8")) == care_set.to_reference_json()
+
+
+def test_a_single_image_is_refused_with_a_clear_message(server):
+    with pytest.raises(GraphError, match="single image"):
+        server.run_graph(_care_set_graph(batch=1, prefix="single"))
+
+
+def test_missing_weights_file_says_where_to_put_it(server):
+    graph = {"1": {"class_type": "LoadCAREClip", "inputs": {"weights": "openai", "architecture": FROM_CONFIG,
+                                                            "quick_gelu": "auto", "device": "cpu"}},
+             "2": {"class_type": "BuildCARESet", "inputs": {**_care_set_graph(2, "x")["9"]["inputs"],
+                                                            "care_clip": ["1", 0], "images": ["3", 0]}},
+             "3": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 32, "batch_size": 2, "color": 0}},
+             "4": {"class_type": "SaveCARESet", "inputs": {"care_set": ["2", 0], "filename_prefix": "never",
+                                                           "format": "recare"}}}
+    with pytest.raises(GraphError, match="needs a weights file"):
+        server.run_graph(graph)
+
+
+def test_save_prefix_cannot_leave_the_output_folder(recare_pack, tmp_path):
+    nodes = importlib.import_module("comfyui_recare.nodes.careset_nodes")
+    import folder_paths
+
+    root = os.path.join(folder_paths.get_output_directory(), "recare")
+    directory, stem = nodes._output_location("../../etc/passwd")
+    assert str(directory).startswith(root) and stem == "passwd" and ".." not in directory.parts
+    assert nodes._output_location("  ") == (Path(root), "careset")
+    assert nodes._output_location("sub/dir/name") == (Path(root) / "sub" / "dir", "name")
