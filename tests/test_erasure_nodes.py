@@ -202,3 +202,54 @@ def test_in_memory_erasure_equals_saved_and_reloaded_and_lora_model_handover(com
     assert lora_file.keys() == saved_tensors.keys() and any(k.endswith(".lora_down.weight") for k in lora_file)
     for key, value in lora_file.items():
         assert torch.equal(value, saved_tensors[key]), key
+
+
+@pytest.mark.slow
+def test_trained_erasure_saved_and_reloaded_gives_the_same_image(comfy_server):
+    """ReCAREUnlearn (a few steps) -> SaveErasure; LoadErasure -> ApplyErasedUNet, the stock LoraLoaderModelOnly,
+    the in-memory erasure and ReCAREUnlearn's own erased model all give the same image; the header holds the
+    training record."""
+    import json
+
+    from safetensors import safe_open
+
+    (comfy_server.base_dir / "input" / "erasure_careset.json").write_text(json.dumps({
+        "nudity_care_word": ["A person", "A tree"], "nudity_care_word_photo": ["A photo of person", "A photo of tree"],
+    }))
+    defaults = {name: spec[1]["default"] for name, spec in
+                comfy_server.object_info()["ReCAREUnlearn"]["input"]["required"].items()
+                if isinstance(spec, list) and len(spec) > 1 and "default" in spec[1]}
+    training = {**defaults, "model": ["1", 0], "clip": ["1", 1], "vae": ["1", 2], "target_images": ["18", 0],
+                "care_set": ["19", 0], "erase_concept": "nudity", "preset": "paper", "n_rounds": 1,
+                "erase_steps": 1, "ti_steps": 1, "robust_steps": 1, "num_adv_concepts": 1, "ddim_steps": 3,
+                "image_size": 64, "embedding_name": "", "erase_lr": 1e-3, "robust_lr": 1e-3}
+    prompt, seed = "a photo of a person", 9
+    graph = _graph_with_model_node(["11", 0], prompt, seed, "trained_in_memory", {
+        "18": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 2, "color": 8421504}},
+        "19": {"class_type": "LoadCARESet", "inputs": {"file": "erasure_careset.json"}},
+        "20": {"class_type": "ReCAREUnlearn", "inputs": training},
+        "11": {"class_type": "ApplyErasedUNet", "inputs": {"model": ["1", 0], "erasure": ["20", 1], "strength": 1.0}},
+        "12": {"class_type": "SaveErasure", "inputs": {"erasure": ["20", 1], "filename_prefix": "recare/trained"}},
+    })
+    _sampler_branch(graph, ("30", "31", "32"), ["20", 0], "trained_node_model")
+    first = comfy_server.run_graph(graph)
+    saved_name = "recare/trained_00001_.safetensors"
+    reloaded = _graph_with_model_node(["11", 0], prompt, seed, "trained_reloaded", {
+        "10": {"class_type": "LoadErasure", "inputs": {"name": saved_name}},
+        "11": {"class_type": "ApplyErasedUNet", "inputs": {"model": ["1", 0], "erasure": ["10", 0], "strength": 1.0}},
+        "12": {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["1", 0], "lora_name": saved_name,
+                                                               "strength_model": 1.0}},
+    })
+    _sampler_branch(reloaded, ("30", "31", "32"), ["12", 0], "trained_stock")
+    second = comfy_server.run_graph(reloaded)
+    images = [_pixels(comfy_server.output_files(first, "7")[0]), _pixels(comfy_server.output_files(first, "32")[0]),
+              _pixels(comfy_server.output_files(second, "7")[0]), _pixels(comfy_server.output_files(second, "32")[0])]
+    for image in images[1:]:
+        assert np.array_equal(image, images[0])
+    with safe_open(str(comfy_server.base_dir / "models" / "loras" / saved_name), framework="pt") as handle:
+        header = handle.metadata()
+    metadata = json.loads(header["recare.metadata"])
+    assert header["recare.concept"] == "nudity" and metadata["erased_concept"] == "nudity"
+    assert metadata["care_set"]["nudity_care_word"] == ["A person", "A tree"]
+    assert metadata["settings"]["erase_steps"] == 1 and metadata["base_model"] == "SD15"
+    assert json.loads(header["recare.embeddings"]) and metadata["pack_version"] == header["recare.pack_version"]
