@@ -39,7 +39,8 @@ def resolve_against_model(model, erasure: Erasure) -> Erasure:
         if k not in unknown and tuple(v.shape) != tuple(state[mapping[k]].shape)
     ]
     if unknown or wrong_shape:
-        details = [f"{len(unknown)} weights this model does not have (e.g. {', '.join(unknown[:3])})"] if unknown else []
+        details = [f"{len(unknown)} weights this model does not have (e.g. {', '.join(unknown[:3])})"
+                   ] if unknown else []
         details += [f"{len(wrong_shape)} shape mismatches (e.g. {'; '.join(wrong_shape[:3])})"] if wrong_shape else []
         source = erasure.metadata.get("source_file", "the imported UNet")
         raise ErasureMismatchError(

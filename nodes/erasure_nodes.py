@@ -115,7 +115,8 @@ class LoadErasure(io.ComfyNode):
             ],
             outputs=[
                 ErasureType.Output(display_name="erasure", tooltip="The loaded erasure."),
-                io.String.Output(display_name="info", tooltip="The erased concept and the settings it was trained with."),
+                io.String.Output(display_name="info",
+                                 tooltip="The erased concept and the settings it was trained with."),
             ],
         )
 

@@ -7,8 +7,8 @@ Frobenius norm (Eckart–Young). The relative error ``||D - up @ down||_F / ||D|
 stored (after casting back to the delta's dtype), per layer and over the whole erasure.
 
 Left as they are (exact): 1-D deltas (biases, norms), deltas whose rank-``r`` LoRA would not be smaller than
-the delta itself (``r * (out + in*kh*kw) >= out * in*kh*kw``), and LoRA increments whose rank is already ``<= rank``. Higher-rank LoRA increments are
-re-compressed from their product.
+the delta itself (``r * (out + in*kh*kw) >= out * in*kh*kw``), and LoRA increments whose rank is already
+``<= rank``. Higher-rank LoRA increments are re-compressed from their product.
 """
 
 from __future__ import annotations
