@@ -163,16 +163,23 @@ def load_weights_only(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ErasureFileError(
             f"Refused to load {path.name}: it is not a plain weights file. It contains pickled Python objects "
             "other than tensors, which could run code on this computer, so it was not loaded. Use a "
-            ".safetensors file, or a UNet state dict saved with torch.save(unet.state_dict(), ...). "
-            f"(PyTorch said: {reason})"
+            ".safetensors file, or a UNet state dict saved with torch.save(unet.state_dict(), ...)."
+            + _unpickling_detail(error)
         ) from error
     except Exception as error:  # truncated or foreign files: torch raises RuntimeError, EOFError, zip errors ...
         raise ErasureFileError(f"Cannot read {path.name}: {error}") from error
     return _unwrap_state_dict(loaded, path.name)
+
+
+def _unpickling_detail(error: pickle.UnpicklingError) -> str:
+    """The line of PyTorch's weights-only error that names what was refused (not its advice to load unsafely)."""
+    boilerplate = ("weights_only", "Check the documentation", "Please file an issue")
+    lines = [line.strip() for line in str(error).splitlines()
+             if line.strip() and not any(text in line for text in boilerplate)]
+    return f" (Refused: {' '.join(lines)})" if lines else ""
 
 
 def erasure_from_diffusers_unet(state: dict[str, torch.Tensor], source: str) -> Erasure:

@@ -151,8 +151,10 @@ def test_pickle_with_code_is_refused_without_running_it(tmp_path):
     torch.save({"conv_in.weight": torch.zeros(1), "payload": _RunsCode(marker)}, tmp_path / "evil.pt")
     (tmp_path / "raw.pt").write_bytes(pickle.dumps({"conv_in.weight": _RunsCode(marker)}))
     for name in ("evil.pt", "raw.pt"):
-        with pytest.raises(ErasureFileError, match="Refused to load .*could run code"):
+        with pytest.raises(ErasureFileError, match="Refused to load .*could run code") as refused:
             load_erasure(tmp_path / name)
+        assert "set to `False`" not in str(refused.value)  # PyTorch's advice to load unsafely is not passed on
+    assert "posix.system" in str(pytest.raises(ErasureFileError, load_erasure, tmp_path / "evil.pt").value)
     assert not marker.exists()
     torch.load(tmp_path / "evil.pt", weights_only=False)  # the payload is real: unrestricted loading runs it
     assert marker.exists()
