@@ -40,7 +40,8 @@ def test_in_process_loader_gives_real_comfy_objects(comfy_models):
 
 
 def test_pack_imports_without_error_and_registers_its_nodes(comfy_server, recare_pack):
-    log = comfy_server.log()
+    # Only the start-up part: later tests deliberately make nodes fail on bad input in the shared server.
+    log = comfy_server.log().split("Starting server", 1)[0]
     import_lines = [line for line in log.splitlines() if "seconds" in line and PACK_DIR_NAME in line]
     assert len(import_lines) == 1, f"the pack is not in ComfyUI's custom-node import list:\n{log[-3000:]}"
     assert "IMPORT FAILED" not in import_lines[0], log[-6000:]

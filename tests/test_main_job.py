@@ -1,0 +1,30 @@
+"""The README's main job, reduced to a few steps: every output is written, readable and never overwritten."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from recare_core.erasure_io import load_erasure
+from recare_core.main_job import run_main_job
+from recare_core.unlearn import ReCAREConfig
+
+
+@pytest.mark.slow
+def test_main_job_writes_every_output_and_never_overwrites(tmp_path):
+    config = ReCAREConfig(n_rounds=1, erase_steps=2, ti_steps=2, robust_steps=2, ddim_steps=4, image_size=16,
+                          num_adv_concepts=1, initializer_token="circle", seed=0)
+    first = run_main_job(tmp_path, seed=0, n_images=4, sample_steps=3, config=config)
+    assert set(first) == {"care_set", "erasure", "report", "grid"}
+    care_set = json.loads(first["care_set"].read_text())
+    assert any(key.endswith("_care_word") for key in care_set)
+    erasure = load_erasure(first["erasure"])
+    assert erasure.concept and erasure.increments and erasure.metadata["care_set"]
+    report = first["report"].read_text()
+    assert "CARE score" in report and "original model" in report and "erased model" in report
+    grid = Image.open(first["grid"])
+    assert grid.width > 100 and grid.height > 50
+    second = run_main_job(tmp_path, seed=0, n_images=4, sample_steps=3, config=config)
+    assert all(second[name] != first[name] and second[name].exists() for name in first)
