@@ -1,15 +1,26 @@
-"""Erasures as artifacts: apply with a strength (stackable, removable), save, load."""
+"""Erasures as artifacts: apply with a strength (stackable, removable), save, load (also the paper's released
+full-UNet checkpoints), hand over as ComfyUI's LORA_MODEL, compress to a LoRA of a chosen rank."""
 
 from __future__ import annotations
 
 import json
 import os
 
+import comfy.model_management
 import folder_paths
 from comfy_api.latest import io
 
-from ..recare_core.erasure_io import load_erasure, next_free_path, save_erasure
+from ..recare_core.erasure_io import (
+    TORCH_EXTENSIONS,
+    erasure_to_lora_model,
+    load_erasure,
+    next_free_path,
+    save_erasure,
+)
+from ..recare_core.lora_compress import CompressionStopped, compress_erasure
+from .diffusers_import import resolve_against_model
 from .erasure_patch import apply_erasure
+from .training_context import ComfyProgress, interrupted
 from .types import CATEGORY, ErasureType
 
 ERASURE_FOLDER = "loras"
@@ -27,20 +38,28 @@ class ApplyErasedUNet(io.ComfyNode):
             description=(
                 "Applies an erasure to a model as removable patches on a copy (the input model is never changed). "
                 "Strength 0 gives the original model exactly; chain several to stack erasures, and drop one to bring "
-                "its concept back."
+                "its concept back. A full UNet checkpoint (the paper's ReCARE-Diffusers-UNet.pt) is applied as its "
+                "difference to this model."
             ),
             inputs=[
-                io.Model.Input("model", tooltip="The model to apply the erasure to (the architecture it was trained for)."),
+                io.Model.Input("model", tooltip="The model to apply the erasure to (the architecture it was trained "
+                                                "for; for an imported full UNet, the base model it was trained from)."),
                 ErasureType.Input("erasure", tooltip="The erasure from ReCAREUnlearn or LoadErasure."),
                 io.Float.Input("strength", default=1.0, min=-10.0, max=10.0, step=0.01,
                                tooltip="How strongly to apply the erasure: 1 as trained, 0 not at all."),
             ],
-            outputs=[io.Model.Output(display_name="model", tooltip="The model with the erasure patched in.")],
+            outputs=[
+                io.Model.Output(display_name="model", tooltip="The model with the erasure patched in."),
+                ErasureType.Output(display_name="erasure", tooltip=(
+                    "The erasure as changes to this model: the input erasure unchanged, or for an imported full "
+                    "UNet its difference to this model (ready for SaveErasure, CompressErasure, ErasureToLoraModel).")),
+            ],
         )
 
     @classmethod
     def execute(cls, model, erasure, strength) -> io.NodeOutput:
-        return io.NodeOutput(apply_erasure(model, erasure, strength))
+        resolved = resolve_against_model(model, erasure)
+        return io.NodeOutput(apply_erasure(model, resolved, strength), resolved)
 
 
 class SaveErasure(io.ComfyNode):
@@ -83,21 +102,33 @@ class LoadErasure(io.ComfyNode):
             node_id="LoadErasure",
             display_name="Load Erasure",
             category=f"{CATEGORY}/erasure",
-            description="Loads an erasure saved by SaveErasure from models/loras, with its metadata.",
+            description=(
+                "Loads an erasure saved by SaveErasure from models/loras, with its metadata. Also imports a released "
+                "full diffusers-format UNet (the paper's ReCARE-Diffusers-UNet.pt) placed in models/loras: it is "
+                "read weights-only (a file with pickled code is refused) and becomes its difference to the model "
+                "it is applied to in ApplyErasedUNet."
+            ),
             inputs=[
-                io.Combo.Input("name", options=_erasure_files(),
-                               tooltip="An erasure file in models/loras (.safetensors)."),
+                io.Combo.Input("name", options=_erasure_files(), tooltip=(
+                    "A file in models/loras: a .safetensors erasure, or a diffusers UNet state dict "
+                    "(.pt/.pth/.bin/.ckpt saved with torch.save, or .safetensors).")),
             ],
             outputs=[
                 ErasureType.Output(display_name="erasure", tooltip="The loaded erasure."),
-                io.String.Output(display_name="info", tooltip="The erased concept and the settings it was trained with."),
+                io.String.Output(display_name="info",
+                                 tooltip="The erased concept and the settings it was trained with."),
             ],
         )
 
     @classmethod
     def execute(cls, name) -> io.NodeOutput:
         erasure = load_erasure(folder_paths.get_full_path_or_raise(ERASURE_FOLDER, name))
-        info = f"erased concept: {erasure.concept}\n{len(erasure.increments)} weight increments\n" + json.dumps(
+        if erasure.needs_base_model:
+            contents = (f"full diffusers UNet with {len(erasure.diffusers_unet)} weights; applied as its difference "
+                        "to the model given to ApplyErasedUNet")
+        else:
+            contents = f"{len(erasure.increments)} weight increments"
+        info = f"erased concept: {erasure.concept}\n{contents}\n" + json.dumps(
             {k: v for k, v in erasure.metadata.items() if k != "care_set"}, indent=1, default=str)
         return io.NodeOutput(erasure, info)
 
@@ -108,8 +139,69 @@ class LoadErasure(io.ComfyNode):
         return f"{name}:{os.path.getmtime(path) if path else 'missing'}"
 
 
+class ErasureToLoraModel(io.ComfyNode):
+    """Hand an erasure over to ComfyUI's own LoRA training nodes."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ErasureToLoraModel",
+            display_name="Erasure to LoRA Model",
+            category=f"{CATEGORY}/erasure",
+            description=(
+                "Turns an erasure into ComfyUI's LORA_MODEL (the weights only, no metadata), which the core "
+                "nodes SaveLoRA and LoraModelLoader accept."
+            ),
+            inputs=[ErasureType.Input("erasure", tooltip="The erasure to hand over as a LORA_MODEL.")],
+            outputs=[io.LoraModel.Output(display_name="lora", tooltip="The erasure's weight changes as a LoRA.")],
+        )
+
+    @classmethod
+    def execute(cls, erasure) -> io.NodeOutput:
+        return io.NodeOutput(erasure_to_lora_model(erasure))
+
+
+class CompressErasure(io.ComfyNode):
+    """Full weight deltas -> LoRA of a chosen rank (truncated SVD), with the error it introduces."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CompressErasure",
+            display_name="Compress Erasure to LoRA",
+            category=f"{CATEGORY}/erasure",
+            description=(
+                "Makes an erasure smaller to share: every full weight change becomes a LoRA of the chosen rank "
+                "(its best approximation, by SVD). Reports the relative error this introduces, overall and for "
+                "the worst layers; biases and layers a LoRA would not shrink stay exact."
+            ),
+            inputs=[
+                ErasureType.Input("erasure", tooltip="The erasure to compress."),
+                io.Int.Input("rank", default=32, min=1, max=1024, tooltip=(
+                    "LoRA rank: higher keeps more of the erasure (smaller error) but gives a bigger file.")),
+            ],
+            outputs=[
+                ErasureType.Output(display_name="erasure", tooltip="The compressed erasure (LoRA increments)."),
+                io.String.Output(display_name="report", tooltip="Relative error introduced, overall and per layer."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, erasure, rank) -> io.NodeOutput:
+        erasure.require_increments("compress it to a LoRA")
+        try:
+            compressed, report = compress_erasure(
+                erasure, rank, device=comfy.model_management.get_torch_device(),
+                progress=ComfyProgress(len(erasure.increments)), should_stop=interrupted)
+        except CompressionStopped:
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            raise
+        return io.NodeOutput(compressed, report.summary(), ui={"text": [report.summary()]})
+
+
 def _erasure_files() -> list[str]:
-    return [name for name in folder_paths.get_filename_list(ERASURE_FOLDER) if name.endswith(".safetensors")]
+    extensions = (".safetensors", *TORCH_EXTENSIONS)
+    return [name for name in folder_paths.get_filename_list(ERASURE_FOLDER) if name.lower().endswith(extensions)]
 
 
-NODES = [ApplyErasedUNet, SaveErasure, LoadErasure]
+NODES = [ApplyErasedUNet, SaveErasure, LoadErasure, ErasureToLoraModel, CompressErasure]

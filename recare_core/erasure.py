@@ -4,6 +4,10 @@ Keys of ``increments`` are parameter names of the denoiser's state dict as the b
 ``diffusion_model.input_blocks.1.1.proj_in.weight``). An increment is either a full delta (same shape as the
 weight) or a LoRA pair whose product is the delta. Increments are per concept and additive, so erasures stack
 and each can be removed again (SepME-style separable increments).
+
+An erasure imported from a released full-UNet checkpoint (the paper's ``ReCARE-Diffusers-UNet.pt``) holds whole
+weights instead (``diffusers_unet``, diffusers key names); its increments are their difference to the model it
+is applied to, so it needs that base model before it can be applied, saved, compressed or converted.
 """
 
 from __future__ import annotations
@@ -46,16 +50,37 @@ class WeightIncrement:
         return product.reshape(shape).to(self.up.dtype)
 
 
+class NeedsBaseModelError(ValueError):
+    """An imported full-UNet erasure was used where weight increments are needed."""
+
+
 @dataclass
 class Erasure:
     """Weight increments that erase ``concept``; ``metadata`` holds CARE-set, settings, base-model identity,
-    pack version; ``adversarial_embeddings`` the learned textual-inversion tokens (name -> (n, token_dim))."""
+    pack version; ``adversarial_embeddings`` the learned textual-inversion tokens (name -> (n, token_dim));
+    ``diffusers_unet`` whole erased UNet weights (diffusers names) still to be differenced against a base model."""
 
     concept: str
     increments: dict[str, WeightIncrement]
     metadata: dict[str, Any] = field(default_factory=dict)
     adversarial_embeddings: dict[str, torch.Tensor] = field(default_factory=dict)
+    diffusers_unet: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.increments:
+        if not self.increments and not self.diffusers_unet:
             raise ValueError(f"The erasure of '{self.concept}' has no weight increments.")
+
+    @property
+    def needs_base_model(self) -> bool:
+        """True for an imported full-UNet checkpoint whose increments are not yet known (no base model given)."""
+        return bool(self.diffusers_unet)
+
+    def require_increments(self, action: str) -> None:
+        """Raise a plain-language error when ``action`` needs increments this erasure does not have yet."""
+        if self.needs_base_model:
+            raise NeedsBaseModelError(
+                f"Cannot {action}: the erasure of '{self.concept}' was imported from a full UNet checkpoint and "
+                "holds whole weights, not changes. Connect it to ApplyErasedUNet with the base model it was "
+                "trained from, and use that node's 'erasure' output (the difference to that model) instead."
+            )
+

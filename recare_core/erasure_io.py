@@ -6,27 +6,39 @@ Layout (``<prefix>`` is a weight key without its ``.weight`` / ``.bias`` ending,
 * full weight delta  -> ``<prefix>.diff``; full bias delta -> ``<prefix>.diff_b``
 * LoRA increment      -> ``<prefix>.lora_down.weight``, ``<prefix>.lora_up.weight``, ``<prefix>.alpha``
 * adversarial tokens  -> ``recare.embedding.<name>`` (``(n, token_dim)``), ignored by LoRA loaders
-* metadata            -> the safetensors header: ``recare.format``, ``recare.concept`` and ``recare.metadata``
-  (a JSON object: erased concept, CARE-set, training settings, base model, pack version, embedding names).
+* metadata            -> the safetensors header (all values strings): ``recare.format``, ``recare.concept``,
+  ``recare.pack_version``, ``recare.embeddings`` (JSON list of the adversarial embeddings' names) and
+  ``recare.metadata`` (a JSON object: erased concept, CARE-set, training settings, base model, pack version, ...).
 
 This is the form ``comfy.lora.load_lora`` accepts for the keys of ``comfy.lora.model_lora_keys_unet``, so a saved
-erasure also loads in ``LoraLoaderModelOnly``.
+erasure also loads in ``LoraLoaderModelOnly`` (which logs the ``recare.embedding.*`` tensors as not loaded and
+otherwise ignores them). The adversarial embeddings live inside the erasure file so that it travels as one
+artifact; ReCAREUnlearn also writes each one as a standard textual-inversion file to ``models/embeddings``.
+
+Besides its own files, :func:`load_erasure` imports a released full diffusers-format UNet (the paper's
+``ReCARE-Diffusers-UNet.pt``, or a ``diffusion_pytorch_model.safetensors``) as an :class:`Erasure` whose
+``diffusers_unet`` holds the whole weights; ``.pt``/``.pth``/``.bin``/``.ckpt`` files are read weights-only
+and refused when they contain pickled code.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from . import __version__ as PACK_VERSION
 from .erasure import Erasure, WeightIncrement
 
 FORMAT = "recare-erasure/1"
 EMBEDDING_PREFIX = "recare.embedding."
+TORCH_EXTENSIONS = (".pt", ".pth", ".bin", ".ckpt")
 _SUFFIXES = (".lora_down.weight", ".lora_up.weight", ".alpha", ".diff_b", ".diff")
 
 
@@ -44,6 +56,7 @@ def _split_key(key: str) -> tuple[str, str]:
 
 def erasure_to_state_dict(erasure: Erasure) -> dict[str, torch.Tensor]:
     """The tensors of the file, keyed as ComfyUI's LoRA loader expects."""
+    erasure.require_increments("write it as a LoRA-style file")
     tensors: dict[str, torch.Tensor] = {}
     for key, increment in erasure.increments.items():
         prefix, kind = _split_key(key)
@@ -59,6 +72,12 @@ def erasure_to_state_dict(erasure: Erasure) -> dict[str, torch.Tensor]:
     for name, embedding in erasure.adversarial_embeddings.items():
         tensors[EMBEDDING_PREFIX + name] = embedding.reshape(-1, embedding.shape[-1])
     return {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+
+
+def erasure_to_lora_model(erasure: Erasure) -> dict[str, torch.Tensor]:
+    """ComfyUI's ``LORA_MODEL`` value (what ``TrainLoraNode`` returns and ``SaveLoRA`` / ``LoraModelLoader``
+    accept): the weight tensors of :func:`erasure_to_state_dict`, without the adversarial embeddings."""
+    return {k: v for k, v in erasure_to_state_dict(erasure).items() if not k.startswith(EMBEDDING_PREFIX)}
 
 
 def erasure_from_state_dict(tensors: dict[str, torch.Tensor], concept: str, metadata: dict[str, Any]) -> Erasure:
@@ -97,33 +116,103 @@ def save_erasure(erasure: Erasure, path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.exists():
         raise FileExistsError(f"{path} already exists; erasure files are never overwritten.")
+    tensors = erasure_to_state_dict(erasure)
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = {"recare.format": FORMAT, "recare.concept": erasure.concept,
+    header = {"recare.format": FORMAT, "recare.concept": erasure.concept, "recare.pack_version": PACK_VERSION,
+              "recare.embeddings": json.dumps(sorted(erasure.adversarial_embeddings)),
               "recare.metadata": json.dumps(erasure.metadata, default=_json_default)}
     tmp = path.with_name(path.name + ".tmp")
-    save_file(erasure_to_state_dict(erasure), str(tmp), metadata=header)
+    save_file(tensors, str(tmp), metadata=header)
     os.replace(tmp, path)
     return path
 
 
 def load_erasure(path: str | os.PathLike) -> Erasure:
-    """Read a file written by :func:`save_erasure` (or a plain ``.diff`` / LoRA safetensors, without metadata)."""
+    """Read a file written by :func:`save_erasure` (or a plain ``.diff`` / LoRA safetensors, without metadata),
+    or import a full diffusers-format UNet (``.safetensors``, or weights-only ``.pt``/``.pth``/``.bin``/``.ckpt``)."""
     from safetensors import safe_open
 
     path = Path(path)
-    if path.suffix != ".safetensors":
-        raise ErasureFileError(f"{path.name} is not a .safetensors erasure file.")
+    if path.suffix.lower() in TORCH_EXTENSIONS:
+        return erasure_from_diffusers_unet(load_weights_only(path), path.name)
+    if path.suffix.lower() != ".safetensors":
+        raise ErasureFileError(
+            f"{path.name} is not an erasure file: use a .safetensors erasure or a diffusers UNet "
+            f"({', '.join(TORCH_EXTENSIONS)} or .safetensors).")
     try:
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     except Exception as error:  # safetensors raises its own error types for corrupt files
         raise ErasureFileError(f"Cannot read {path.name}: {error}") from error
-    metadata = json.loads(header.get("recare.metadata", "{}"))
-    concept = header.get("recare.concept") or metadata.get("erased_concept") or path.stem
     if not tensors:
         raise ErasureFileError(f"{path.name} holds no tensors.")
+    if "recare.format" not in header and _is_diffusers_unet(tensors):
+        return erasure_from_diffusers_unet(tensors, path.name)
+    metadata = json.loads(header.get("recare.metadata", "{}"))
+    concept = header.get("recare.concept") or metadata.get("erased_concept") or path.stem
     return erasure_from_state_dict(tensors, concept, metadata)
+
+
+def load_weights_only(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A tensor state dict from a ``torch.save`` file, unpickled with ``weights_only=True``: a file that would
+    need to run code (or build any object other than tensors and plain containers) is refused, never executed."""
+    path = Path(path)
+    if not path.is_file():
+        raise ErasureFileError(f"{path} does not exist.")
+    try:
+        loaded = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as error:
+        raise ErasureFileError(
+            f"Refused to load {path.name}: it is not a plain weights file. It contains pickled Python objects "
+            "other than tensors, which could run code on this computer, so it was not loaded. Use a "
+            ".safetensors file, or a UNet state dict saved with torch.save(unet.state_dict(), ...)."
+            + _unpickling_detail(error)
+        ) from error
+    except Exception as error:  # truncated or foreign files: torch raises RuntimeError, EOFError, zip errors ...
+        raise ErasureFileError(f"Cannot read {path.name}: {error}") from error
+    return _unwrap_state_dict(loaded, path.name)
+
+
+def _unpickling_detail(error: pickle.UnpicklingError) -> str:
+    """The line of PyTorch's weights-only error that names what was refused (not its advice to load unsafely)."""
+    boilerplate = ("weights_only", "Check the documentation", "Please file an issue")
+    lines = [line.strip() for line in str(error).splitlines()
+             if line.strip() and not any(text in line for text in boilerplate)]
+    return f" (Refused: {' '.join(lines)})" if lines else ""
+
+
+def erasure_from_diffusers_unet(state: dict[str, torch.Tensor], source: str) -> Erasure:
+    """An erasure holding whole diffusers-format UNet weights; its increments are computed against a base model
+    when it is applied."""
+    if not _is_diffusers_unet(state):
+        examples = ", ".join(list(state)[:4])
+        raise ErasureFileError(
+            f"{source} is not a diffusers-format UNet (no 'conv_in.weight' and 'down_blocks.*' weights; "
+            f"it starts with: {examples}).")
+    concept = Path(source).stem
+    metadata = {"erased_concept": concept, "source_file": source, "source_format": "diffusers UNet (full weights)"}
+    return Erasure(concept=concept, increments={}, metadata=metadata, diffusers_unet=state)
+
+
+def _unwrap_state_dict(loaded: Any, source: str) -> dict[str, torch.Tensor]:
+    """Accept ``{"state_dict": sd}`` / ``{"unet": sd}`` wrappers and ``module.`` / ``unet.`` key prefixes."""
+    for wrapper in ("state_dict", "unet"):
+        if isinstance(loaded, dict) and isinstance(loaded.get(wrapper), dict):
+            loaded = loaded[wrapper]
+    if not isinstance(loaded, dict) or not loaded:
+        raise ErasureFileError(f"{source} holds a {type(loaded).__name__}, not a UNet state dict.")
+    not_tensors = [str(k) for k, v in loaded.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise ErasureFileError(f"{source} is not a plain state dict: {', '.join(not_tensors[:4])} are not tensors.")
+    for prefix in ("module.", "unet."):
+        if all(str(k).startswith(prefix) for k in loaded):
+            loaded = {k[len(prefix):]: v for k, v in loaded.items()}
+    return loaded
+
+
+def _is_diffusers_unet(tensors: dict[str, torch.Tensor]) -> bool:
+    return "conv_in.weight" in tensors and any(k.startswith("down_blocks.") for k in tensors)
 
 
 def next_free_path(directory: str | os.PathLike, prefix: str, extension: str = ".safetensors") -> Path:

@@ -77,5 +77,99 @@ def test_bad_files_give_clear_errors(tmp_path):
     junk.write_bytes(b"not a safetensors file")
     with pytest.raises(ErasureFileError, match="Cannot read"):
         load_erasure(junk)
-    with pytest.raises(ErasureFileError, match="not a .safetensors"):
-        load_erasure(tmp_path / "x.ckpt")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ErasureFileError, match="not an erasure file"):
+        load_erasure(tmp_path / "notes.txt")
+    with pytest.raises(ErasureFileError, match="does not exist"):
+        load_erasure(tmp_path / "missing.pt")
+
+
+def test_header_names_pack_version_and_embeddings_and_lora_model_has_weights_only(tmp_path):
+    from recare_core import __version__
+    from recare_core.erasure_io import erasure_to_lora_model
+
+    path = save_erasure(_erasure(), tmp_path / "e.safetensors")
+    with safe_open(str(path), framework="pt") as handle:
+        header = handle.metadata()
+    assert header["recare.pack_version"] == __version__
+    assert json.loads(header["recare.embeddings"]) == ["recare_adv_0"]
+    assert header["recare.format"] == "recare-erasure/1"
+    lora_model = erasure_to_lora_model(_erasure())
+    assert set(lora_model) == set(erasure_to_state_dict(_erasure())) - {"recare.embedding.recare_adv_0"}
+    assert lora_model["diffusion_model.out.2.alpha"].item() == 2.0
+
+
+def _diffusers_unet() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return {"conv_in.weight": torch.randn(8, 4, 3, 3, generator=g),
+            "down_blocks.0.resnets.0.conv1.weight": torch.randn(8, 8, 3, 3, generator=g),
+            "down_blocks.0.resnets.0.conv1.bias": torch.randn(8, generator=g)}
+
+
+@pytest.mark.parametrize("wrap", [lambda sd: sd, lambda sd: {"state_dict": sd},
+                                  lambda sd: {f"unet.{k}": v for k, v in sd.items()}])
+def test_diffusers_unet_pt_is_imported_weights_only(tmp_path, wrap):
+    torch.save(wrap(_diffusers_unet()), tmp_path / "ReCARE-Diffusers-UNet.pt")
+    erasure = load_erasure(tmp_path / "ReCARE-Diffusers-UNet.pt")
+    assert erasure.needs_base_model and not erasure.increments
+    assert set(erasure.diffusers_unet) == set(_diffusers_unet())
+    for key, value in _diffusers_unet().items():
+        assert torch.equal(erasure.diffusers_unet[key], value)
+    assert erasure.metadata["source_file"] == "ReCARE-Diffusers-UNet.pt"
+
+
+def test_diffusers_unet_safetensors_is_imported_and_needs_a_base_model_before_saving(tmp_path):
+    from safetensors.torch import save_file
+
+    from recare_core.erasure import NeedsBaseModelError
+
+    save_file(_diffusers_unet(), str(tmp_path / "diffusion_pytorch_model.safetensors"))
+    erasure = load_erasure(tmp_path / "diffusion_pytorch_model.safetensors")
+    assert erasure.needs_base_model
+    with pytest.raises(NeedsBaseModelError, match="ApplyErasedUNet"):
+        save_erasure(erasure, tmp_path / "out.safetensors")
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+class _RunsCode:
+    """A pickle payload that would create ``marker`` if it were ever unpickled with code execution allowed."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_pickle_with_code_is_refused_without_running_it(tmp_path):
+    import pickle
+
+    marker = tmp_path / "code_ran"
+    torch.save({"conv_in.weight": torch.zeros(1), "payload": _RunsCode(marker)}, tmp_path / "evil.pt")
+    (tmp_path / "raw.pt").write_bytes(pickle.dumps({"conv_in.weight": _RunsCode(marker)}))
+    for name in ("evil.pt", "raw.pt"):
+        with pytest.raises(ErasureFileError, match="Refused to load .*could run code") as refused:
+            load_erasure(tmp_path / name)
+        assert "set to `False`" not in str(refused.value)  # PyTorch's advice to load unsafely is not passed on
+    assert "posix.system" in str(pytest.raises(ErasureFileError, load_erasure, tmp_path / "evil.pt").value)
+    assert not marker.exists()
+    torch.load(tmp_path / "evil.pt", weights_only=False)  # the payload is real: unrestricted loading runs it
+    assert marker.exists()
+
+
+def test_non_unet_weights_files_give_clear_errors(tmp_path):
+    torch.save({"text_model.weight": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(ErasureFileError, match="not a diffusers-format UNet"):
+        load_erasure(tmp_path / "other.pt")
+    torch.save({"conv_in.weight": torch.zeros(2), "step": 3}, tmp_path / "mixed.pt")
+    with pytest.raises(ErasureFileError, match="step are not tensors"):
+        load_erasure(tmp_path / "mixed.pt")
+    torch.save([torch.zeros(2)], tmp_path / "list.pt")
+    with pytest.raises(ErasureFileError, match="holds a list"):
+        load_erasure(tmp_path / "list.pt")
+    (tmp_path / "truncated.pt").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(ErasureFileError, match="Cannot read"):
+        load_erasure(tmp_path / "truncated.pt")

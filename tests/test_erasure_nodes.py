@@ -152,3 +152,54 @@ def test_save_erasure_node_numbers_files_and_bake_into_checkpoint(comfy_server, 
     got = {k: v for k, v in reloaded.model.state_dict().items() if k.startswith("diffusion_model.")}
     for key in erasure.increments:
         torch.testing.assert_close(got[key].float(), expected[key].float(), rtol=1e-3, atol=1e-3)
+
+
+def _sampler_branch(graph: dict, ids: tuple[str, str, str], model_ref: list, prefix: str) -> None:
+    """Add a KSampler -> VAEDecode -> SaveImage branch (node ids ``ids``) sampling ``model_ref`` like node 5."""
+    sampler, decode, save = ids
+    graph[sampler] = {"class_type": "KSampler", "inputs": {**graph["5"]["inputs"], "model": model_ref}}
+    graph[decode] = {"class_type": "VAEDecode", "inputs": {"samples": [sampler, 0], "vae": ["1", 2]}}
+    graph[save] = {"class_type": "SaveImage", "inputs": {"images": [decode, 0], "filename_prefix": prefix}}
+
+
+def test_in_memory_erasure_equals_saved_and_reloaded_and_lora_model_handover(comfy_server, comfy_models):
+    """CompressErasure makes an in-memory erasure; applying it directly, after SaveErasure -> LoadErasure, and
+    through ErasureToLoraModel -> stock LoraModelLoader gives the same image; stock SaveLoRA writes its weights."""
+    from safetensors.torch import load_file
+
+    loras = comfy_server.base_dir / "models" / "loras"
+    save_erasure(synthetic_erasure(comfy_models["model"], 6, "to_compress"), loras / "to_compress.safetensors")
+    prompt, seed = "a photo of a person", 5
+    graph = _graph_with_model_node(["12", 0], prompt, seed, "in_memory", {
+        "10": {"class_type": "LoadErasure", "inputs": {"name": "to_compress.safetensors"}},
+        "11": {"class_type": "CompressErasure", "inputs": {"erasure": ["10", 0], "rank": 4}},
+        "12": {"class_type": "ApplyErasedUNet", "inputs": {"model": ["1", 0], "erasure": ["11", 0], "strength": 1.0}},
+        "13": {"class_type": "SaveErasure", "inputs": {"erasure": ["11", 0], "filename_prefix": "recare/compressed"}},
+        "14": {"class_type": "ErasureToLoraModel", "inputs": {"erasure": ["11", 0]}},
+        "15": {"class_type": "LoraModelLoader", "inputs": {"model": ["1", 0], "lora": ["14", 0],
+                                                           "strength_model": 1.0}},
+        "16": {"class_type": "SaveLoRANode", "inputs": {"lora": ["14", 0], "prefix": "loras/from_erasure"}},
+    })
+    _sampler_branch(graph, ("20", "21", "22"), ["15", 0], "lora_model")
+    first = comfy_server.run_graph(graph)
+    saved = loras / "recare" / "compressed_00001_.safetensors"
+    reloaded = _graph_with_model_node(["12", 0], prompt, seed, "reloaded", {
+        "10": {"class_type": "LoadErasure", "inputs": {"name": "recare/compressed_00001_.safetensors"}},
+        "12": {"class_type": "ApplyErasedUNet", "inputs": {"model": ["1", 0], "erasure": ["10", 0], "strength": 1.0}},
+    })
+    images = {
+        "memory": _pixels(comfy_server.output_files(first, "7")[0]),
+        "lora_model": _pixels(comfy_server.output_files(first, "22")[0]),
+        "reloaded": _pixels(comfy_server.output_files(comfy_server.run_graph(reloaded), "7")[0]),
+        "original": _pixels(comfy_server.output_files(
+            comfy_server.run_graph(txt2img_graph(prompt, seed=seed, prefix="original5")), "7")[0]),
+    }
+    assert np.array_equal(images["memory"], images["reloaded"])
+    assert np.array_equal(images["memory"], images["lora_model"])
+    assert not np.array_equal(images["memory"], images["original"])
+    saved_tensors = load_file(str(saved))
+    lora_file = load_file(str(comfy_server.base_dir / "output" / "loras" / "from_erasure_00001_.safetensors"))
+    assert lora_file.keys() == saved_tensors.keys() and any(k.endswith(".lora_down.weight") for k in lora_file)
+    for key, value in lora_file.items():
+        assert torch.equal(value, saved_tensors[key]), key
+
