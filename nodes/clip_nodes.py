@@ -1,0 +1,87 @@
+"""LoadCAREClip: the joint image-text CLIP (open_clip) used to build the CARE-set and to score CARE."""
+
+from __future__ import annotations
+
+import os
+
+from comfy_api.latest import io
+
+import comfy.model_management
+import folder_paths
+
+from ..recare_core.clip_model import FROM_CONFIG, clip_architectures, load_care_clip, pretrained_tags
+from .types import CATEGORY, CareClipType
+
+OPEN_CLIP_FOLDER = "open_clip"
+WEIGHT_EXTENSIONS = {".safetensors", ".bin", ".pt", ".pth"}
+DEFAULT_ARCHITECTURE = "ViT-B-32"
+DEFAULT_WEIGHTS = "openai"
+
+
+def register_open_clip_folder() -> None:
+    """Make ``models/open_clip/`` a ComfyUI model folder (kept when extra_model_paths.yaml already names one)."""
+    default = os.path.join(folder_paths.models_dir, OPEN_CLIP_FOLDER)
+    entry = folder_paths.folder_names_and_paths.get(OPEN_CLIP_FOLDER)
+    if entry is None:
+        folder_paths.folder_names_and_paths[OPEN_CLIP_FOLDER] = ([default], set(WEIGHT_EXTENSIONS))
+        return
+    paths, extensions = entry
+    if default not in paths:
+        paths.append(default)
+    if not extensions:  # registered by a path file without extensions: list weight files only
+        folder_paths.folder_names_and_paths[OPEN_CLIP_FOLDER] = (paths, set(WEIGHT_EXTENSIONS))
+
+
+register_open_clip_folder()
+
+
+def weight_choices() -> list[str]:
+    """Files in the open_clip model folders, then open_clip's pretrained names (downloaded when online)."""
+    return folder_paths.get_filename_list(OPEN_CLIP_FOLDER) + pretrained_tags()
+
+
+class LoadCAREClip(io.ComfyNode):
+    """Loads an open_clip CLIP (architecture + weights) as a CARE_CLIP."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LoadCAREClip",
+            display_name="Load CARE CLIP",
+            category=f"{CATEGORY}/care-set",
+            description=(
+                "Loads the joint image-text CLIP that builds the CARE-set and scores CARE (the paper uses ViT-B-32 "
+                "with OpenAI weights). Works offline from a weights file in ComfyUI/models/open_clip/ (for the "
+                "paper's CLIP: open_clip_model.safetensors from huggingface.co/timm/vit_base_patch32_clip_224.openai)"
+                "; a pretrained name such as 'openai' is downloaded by open_clip when the machine is online."
+            ),
+            inputs=[
+                io.Combo.Input("weights", options=weight_choices(), default=DEFAULT_WEIGHTS,
+                               tooltip="A weights file from ComfyUI/models/open_clip/ (.safetensors/.bin/.pt, read "
+                                       "without running code from it), or an open_clip pretrained name, downloaded "
+                                       "when online."),
+                io.Combo.Input("architecture", options=[FROM_CONFIG, *clip_architectures()],
+                               default=DEFAULT_ARCHITECTURE,
+                               tooltip="The open_clip architecture the weights were made for. "
+                                       f"'{FROM_CONFIG}' reads it from the open_clip_config.json next to the file "
+                                       "(as in open_clip's Hugging Face repositories)."),
+                io.Combo.Input("quick_gelu", options=["auto", "on", "off"], default="auto",
+                               tooltip="OpenAI's CLIP weights need the QuickGELU activation. 'auto' turns it on for "
+                                       "'-quickgelu' architectures, for the 'openai' pretrained name and for files "
+                                       "whose name contains 'openai'."),
+                io.Combo.Input("device", options=["auto", "cpu"], default="auto",
+                               tooltip="'auto' runs CLIP on ComfyUI's device (the GPU when there is one)."),
+            ],
+            outputs=[CareClipType.Output(display_name="care_clip", tooltip="The CLIP for BuildCARESet and CAREScore.")],
+        )
+
+    @classmethod
+    def execute(cls, weights: str, architecture: str, quick_gelu: str, device: str) -> io.NodeOutput:
+        files = folder_paths.get_filename_list(OPEN_CLIP_FOLDER)
+        source = folder_paths.get_full_path_or_raise(OPEN_CLIP_FOLDER, weights) if weights in files else weights
+        torch_device = comfy.model_management.get_torch_device() if device == "auto" else "cpu"
+        gelu = {"auto": None, "on": True, "off": False}[quick_gelu]
+        return io.NodeOutput(load_care_clip(architecture, source, device=torch_device, quick_gelu=gelu))
+
+
+NODES = [LoadCAREClip]
