@@ -133,7 +133,7 @@ def train_clip(config: ClipTrainConfig | None = None, progress: ProgressCallback
     model.eval()
     report = {"config": config.to_dict(), "seconds": round(time.perf_counter() - start, 1),
               "loss_curve": {"every": config.log_every, "mean_loss": losses},
-              "logit_scale": round(float(model.logit_scale.exp()), 3)}
+              "logit_scale": round(float(model.logit_scale.detach().exp()), 3)}
     return clip, report
 
 
