@@ -3,6 +3,11 @@ CARE-set construction and CARE score (:class:`recare_core.clip_model.CareClip`) 
 
 Images go through :meth:`CareClip.preprocess_images` and captions through its CLIP BPE tokenizer, exactly as at
 inference. Identical captions in a batch (``a circle`` twice) are all positives of each other (soft targets).
+
+A real CLIP has seen every vocabulary entry and knows that ``bahamas`` does not describe a striped circle; a
+CLIP trained on this world alone would leave the ~49,000 entries it never saw at random places, some of them
+close to the images. So each step also draws ``distractor_words`` random vocabulary entries (not world words,
+embedded as the CARE-set vocabulary is: the ``</w>``-stripped entry) as extra negatives of every image.
 The model is saved in the layout of an open_clip Hugging Face repository (``open_clip_config.json`` +
 ``open_clip_model.safetensors``), which :func:`recare_core.clip_model.load_care_clip` reads with
 ``arch=FROM_CONFIG``.
@@ -24,7 +29,7 @@ import torch.nn.functional as F
 
 from ..clip_model import CONFIG_FILE_NAME, CareClip
 from .render import render_batch
-from .world import CaptionStyle, random_caption, sample_scene
+from .world import CaptionStyle, random_caption, sample_scene, vocabulary_words
 
 ProgressCallback = Callable[[int, int, str], None]
 StopCallback = Callable[[], bool]
@@ -56,10 +61,13 @@ class ClipTrainConfig:
     warmup_steps: int = 100
     weight_decay: float = 0.0
     caption_style: CaptionStyle = field(default_factory=CaptionStyle)
+    distractor_words: int = 256
     seed: int = 0
     log_every: int = 100
 
     def validate(self) -> None:
+        if self.distractor_words < 0:
+            raise ValueError(f"distractor_words must be 0 or more, got {self.distractor_words}.")
         if self.steps < 1 or self.batch_size < 2:
             raise ValueError(f"steps must be at least 1 and batch_size at least 2 (a contrastive batch needs "
                              f"negatives); got {self.steps}, {self.batch_size}.")
@@ -82,13 +90,44 @@ def build_toy_clip(model_config: dict[str, Any], seed: int, identity: str) -> Ca
 
 
 def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,
-                     captions: list[str]) -> torch.Tensor:
-    """Symmetric cross-entropy over the batch with every identical caption counted as a positive."""
-    logits = logit_scale.exp() * image_features @ text_features.T
+                     captions: list[str], distractor_features: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric cross-entropy over the batch with every identical caption counted as a positive;
+    ``distractor_features`` are further negatives of every image."""
+    scale = logit_scale.exp()
+    logits = scale * image_features @ text_features.T
     same = torch.tensor([[a == b for b in captions] for a in captions], dtype=torch.float32)
     targets = same / same.sum(dim=1, keepdim=True)
-    return 0.5 * (torch.sum(-targets * F.log_softmax(logits, dim=1), dim=1).mean()
+    image_logits, image_targets = logits, targets
+    if distractor_features is not None and distractor_features.shape[0]:
+        image_logits = torch.cat([logits, scale * image_features @ distractor_features.T], dim=1)
+        image_targets = F.pad(targets, (0, distractor_features.shape[0]))
+    return 0.5 * (torch.sum(-image_targets * F.log_softmax(image_logits, dim=1), dim=1).mean()
                   + torch.sum(-targets * F.log_softmax(logits.T, dim=1), dim=1).mean())
+
+
+def distractor_token_ids(clip: CareClip) -> list[list[int]]:
+    """BPE ids of every vocabulary entry that is not a world word (the text the CARE-set vocabulary embeds)."""
+    world = set(vocabulary_words())
+    seen: set[str] = set()
+    sequences = []
+    for entry in clip.vocabulary():
+        text = entry.strip().lower()
+        if text and text not in world and text not in seen:
+            seen.add(text)
+            ids = clip.token_ids(entry)
+            if ids:
+                sequences.append(ids)
+    return sequences
+
+
+def encode_token_sequences(model, clip: CareClip, sequences: list[list[int]]) -> torch.Tensor:
+    """Text features (with gradients) of BPE id sequences, start/end tokens added, zero-padded."""
+    body = clip.context_length - 2
+    ids = torch.zeros(len(sequences), clip.context_length, dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        tokens = [clip.tokenizer.sot_token_id, *sequence[:body], clip.tokenizer.eot_token_id]
+        ids[row, :len(tokens)] = torch.tensor(tokens)
+    return model.encode_text(ids)
 
 
 def train_clip(config: ClipTrainConfig | None = None, progress: ProgressCallback | None = None,
@@ -101,6 +140,7 @@ def train_clip(config: ClipTrainConfig | None = None, progress: ProgressCallback
     clip = build_toy_clip(config.model, config.seed, "toyworld-clip/training")
     model = clip.model.train()
     size = int(config.model["vision_cfg"]["image_size"])
+    distractors = distractor_token_ids(clip) if config.distractor_words else []
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     losses, window = [], []
     start = time.perf_counter()
@@ -113,7 +153,12 @@ def train_clip(config: ClipTrainConfig | None = None, progress: ProgressCallback
         captions = [random_caption(scene, rng, config.caption_style) for scene in scenes]
         image_features = F.normalize(model.encode_image(clip.preprocess_images(render_batch(scenes, size))), dim=-1)
         text_features = F.normalize(model.encode_text(clip.tokenize(captions)), dim=-1)
-        loss = contrastive_loss(image_features, text_features, model.logit_scale, captions)
+        distractor_features = None
+        if distractors:
+            picks = rng.choice(len(distractors), config.distractor_words, replace=False)
+            distractor_features = F.normalize(
+                encode_token_sequences(model, clip, [distractors[i] for i in picks]), dim=-1)
+        loss = contrastive_loss(image_features, text_features, model.logit_scale, captions, distractor_features)
         value = float(loss.detach())
         if not math.isfinite(value):
             raise RuntimeError(f"The CLIP loss became {value} at step {step + 1}: lower the learning rate.")
