@@ -1,0 +1,59 @@
+"""The pack's embedded default toy world: trained weights committed under ``recare_core/toyworld/weights/``.
+
+Files (written by ``python -m recare_core.toyworld.train``):
+
+* ``toy_t2i.safetensors``: the text-to-image model (float16 weights, its config in the safetensors metadata);
+* ``clip/open_clip_config.json`` + ``clip/open_clip_model.safetensors``: the CLIP, in open_clip's layout;
+* ``checker.safetensors``: the attribute checker;
+* ``report.json``: training settings, times and the quality every part reached.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..clip_model import FROM_CONFIG, CareClip, load_care_clip
+from ..toy_model import ToyTextToImage
+from .checkers import AttributeChecker
+
+DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+T2I_FILE = "toy_t2i.safetensors"
+CLIP_DIR = "clip"
+CLIP_FILE = "open_clip_model.safetensors"
+CHECKER_FILE = "checker.safetensors"
+REPORT_FILE = "report.json"
+
+
+class ToyWorldMissingError(FileNotFoundError):
+    """A toy-world weights folder lacks one of its files."""
+
+
+def _require(path: Path) -> Path:
+    if not path.is_file():
+        raise ToyWorldMissingError(
+            f"The toy-world file {path} is missing. Train the toy world with "
+            f"'python -m recare_core.toyworld.train --out {path.parent}' or restore the pack's weights folder.")
+    return path
+
+
+def load_text_to_image(directory: str | Path = DEFAULT_WEIGHTS_DIR) -> ToyTextToImage:
+    """The toy text-to-image model (float32, eval mode, CPU)."""
+    return ToyTextToImage.load(_require(Path(directory) / T2I_FILE)).eval()
+
+
+def load_clip(directory: str | Path = DEFAULT_WEIGHTS_DIR) -> CareClip:
+    """The toy CLIP as a :class:`CareClip` (identity names the weights file's hash)."""
+    clip = load_care_clip(FROM_CONFIG, _require(Path(directory) / CLIP_DIR / CLIP_FILE))
+    clip.model.float()
+    return clip
+
+
+def load_checker(directory: str | Path = DEFAULT_WEIGHTS_DIR) -> AttributeChecker:
+    checker, _ = AttributeChecker.load(_require(Path(directory) / CHECKER_FILE))
+    return checker
+
+
+def load_report(directory: str | Path = DEFAULT_WEIGHTS_DIR) -> dict:
+    """The quality report written when the weights were trained."""
+    return json.loads(_require(Path(directory) / REPORT_FILE).read_text(encoding="utf-8"))
