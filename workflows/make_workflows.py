@@ -1,0 +1,432 @@
+"""Write the example workflows in this folder (ComfyUI's UI format) from the short descriptions below.
+
+Widget values are given by input name here and laid out in the order the ComfyUI frontend uses, read from a
+running server's ``/object_info`` (so the files match the nodes exactly):
+
+    python workflows/make_workflows.py --object-info http://127.0.0.1:8188
+    python workflows/make_workflows.py --object-info object_info.json
+
+Numbers are the paper's defaults; each workflow's note says which ones to lower for a quick try.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+from workflow_format import ordered_widget_values, socket_inputs, widget_inputs  # noqa: E402
+
+CHECKPOINT = "v1-5-pruned-emaonly.safetensors"
+TARGET_PROMPT = "A photo of a nude person"
+CARE_PROMPT = "A photo of a person"
+CARE_SET_FILE = "recare/careset_00001.json [output]"
+ERASURE_FILE = "recare/erasure_00001_.safetensors"
+NOTE_COLOR, NOTE_BGCOLOR = "#432", "#653"
+GROUP_COLOR = "#3f789e"
+TITLE_HEIGHT = 30
+
+# Paper / reference settings for generating images with SD1.5.
+IMAGE_SIZE = 512
+SAMPLING = {"seed": 42, "steps": 50, "cfg": 7.5, "sampler_name": "ddim", "scheduler": "ddim_uniform",
+            "denoise": 1.0}
+TARGET_IMAGES = 500  # images of the target the paper generates
+CHUNK = 10  # images sampled at once (RebatchLatents): the GPU-memory knob
+
+
+@dataclass
+class Output:
+    node: "Node"
+    slot: int | str
+
+
+@dataclass
+class Node:
+    id: int
+    type: str
+    pos: tuple[float, float]
+    widgets: dict[str, Any]
+    links_in: dict[str, Output]
+    title: str | None = None
+    size: tuple[float, float] | None = None
+    links_out: dict[int, list[int]] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Output:
+        return Output(self, name)  # resolved to a slot index by the graph
+
+
+class Graph:
+    """Collects nodes and links, then writes the UI-format JSON."""
+
+    def __init__(self, object_info: dict[str, Any]):
+        self.info = object_info
+        self.nodes: list[Node] = []
+        self.links: list[list[Any]] = []
+        self.groups: list[dict[str, Any]] = []
+
+    def add(self, node_type: str, pos: tuple[float, float], title: str | None = None,
+            size: tuple[float, float] | None = None, **values: Any) -> Node:
+        info = self.info.get(node_type)
+        if info is None:
+            raise KeyError(f"the server has no node type {node_type!r}")
+        sockets = socket_inputs(info)
+        links_in = {name: value for name, value in values.items() if name in sockets}
+        widgets = {name: value for name, value in values.items() if name not in sockets}
+        node = Node(len(self.nodes) + 1, node_type, pos, widgets, {}, title, size)
+        for name, source in links_in.items():
+            node.links_in[name] = self._resolve(source)
+        self.nodes.append(node)
+        return node
+
+    def note(self, pos: tuple[float, float], size: tuple[float, float], text: str, title: str = "Note") -> Node:
+        node = Node(len(self.nodes) + 1, "Note", pos, {"text": text}, {}, title, size)
+        self.nodes.append(node)
+        return node
+
+    def group(self, title: str, nodes: list[Node], padding: float = 30) -> None:
+        boxes = [self._box(n) for n in nodes]
+        left, top = min(b[0] for b in boxes) - padding, min(b[1] for b in boxes) - padding - 20
+        right, bottom = max(b[2] for b in boxes) + padding, max(b[3] for b in boxes) + padding
+        self.groups.append({"id": len(self.groups) + 1, "title": title, "bounding": [left, top, right - left,
+                                                                                     bottom - top],
+                            "color": GROUP_COLOR, "font_size": 24, "flags": {}})
+
+    def _resolve(self, source: Output) -> Output:
+        if isinstance(source.slot, int):
+            return source
+        names = self.info[source.node.type]["output_name"]
+        if source.slot not in names:
+            raise KeyError(f"{source.node.type} has no output {source.slot!r} (it has {names})")
+        return Output(source.node, names.index(source.slot))
+
+    def _size(self, node: Node) -> tuple[float, float]:
+        """The node's size as the frontend computes it for a new node (title bar not included)."""
+        if node.size is not None:
+            return node.size
+        info = self.info[node.type]
+        rows = max(len(socket_inputs(info)), len(info["output"]), 1)
+        widgets = widget_inputs(info)
+        multiline = sum(1 for w in widgets if w.kind == "STRING" and w.options.get("multiline"))
+        count = sum(2 if w.has_control else 1 for w in widgets) - multiline
+        height = 6 + 20 * rows + 24 * count + (8 if count else 0) + 54 * multiline
+        return (400, max(height, 200)) if multiline else (270, height)
+
+    def _box(self, node: Node) -> tuple[float, float, float, float]:
+        """(left, top, right, bottom) on the canvas, title bar included."""
+        width, height = self._size(node)
+        return node.pos[0], node.pos[1] - TITLE_HEIGHT, node.pos[0] + width, node.pos[1] + height
+
+    def below(self, node: Node, gap: float = 50) -> float:
+        """The y of a node placed under ``node`` (leaving room for its title bar)."""
+        return node.pos[1] + self._size(node)[1] + TITLE_HEIGHT + gap
+
+    def right_of(self, node: Node, gap: float = 40) -> float:
+        """The x of a node placed right of ``node``."""
+        return node.pos[0] + self._size(node)[0] + gap
+
+    def _order(self) -> dict[int, int]:
+        """Execution order (topological), which the frontend stores as ``order``."""
+        done: dict[int, int] = {}
+
+        def visit(node: Node) -> None:
+            if node.id in done:
+                return
+            for source in node.links_in.values():
+                visit(source.node)
+            done[node.id] = len(done)
+
+        for node in self.nodes:
+            visit(node)
+        return done
+
+    def to_json(self, view_size: tuple[float, float] = (1700, 860)) -> dict[str, Any]:
+        order = self._order()
+        serialized: dict[int, dict[str, Any]] = {}
+        for node in self.nodes:
+            serialized[node.id] = self._serialize(node, order[node.id])
+        for node in self.nodes:
+            info = self.info.get(node.type)
+            if info is None:
+                continue
+            for slot_index, (name, (socket_type, _)) in enumerate(socket_inputs(info).items()):
+                source = node.links_in.get(name)
+                if source is None:
+                    continue
+                link_id = len(self.links) + 1
+                output_type = self.info[source.node.type]["output"][source.slot]
+                self.links.append([link_id, source.node.id, source.slot, node.id, slot_index, output_type])
+                serialized[node.id]["inputs"][slot_index]["link"] = link_id
+                serialized[source.node.id]["outputs"][source.slot]["links"].append(link_id)
+        return {
+            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, "comfyui-recare/" + "/".join(n.type for n in self.nodes))),
+            "revision": 0,
+            "last_node_id": len(self.nodes),
+            "last_link_id": len(self.links),
+            "nodes": [serialized[n.id] for n in self.nodes],
+            "links": self.links,
+            "groups": self.groups,
+            "config": {},
+            "extra": {"ds": self._fit_view(view_size)},
+            "version": 0.4,
+        }
+
+    def _serialize(self, node: Node, order: int) -> dict[str, Any]:
+        entry: dict[str, Any] = {"id": node.id, "type": node.type, "pos": list(node.pos),
+                                 "size": list(self._size(node)), "flags": {}, "order": order, "mode": 0}
+        if node.type == "Note":
+            entry.update(inputs=[], outputs=[], title=node.title, properties={"text": ""},
+                         widgets_values=[node.widgets["text"]], color=NOTE_COLOR, bgcolor=NOTE_BGCOLOR)
+            return entry
+        info = self.info[node.type]
+        entry["inputs"] = [{"name": name, "type": socket_type, "link": None}
+                           for name, (socket_type, _) in socket_inputs(info).items()]
+        entry["outputs"] = [{"name": name, "type": output_type, "links": [], "slot_index": index}
+                            for index, (name, output_type) in enumerate(zip(info["output_name"], info["output"]))]
+        if node.title:
+            entry["title"] = node.title
+        entry["properties"] = {"Node name for S&R": node.type}
+        values = ordered_widget_values(node.type, node.widgets, info)
+        if values:
+            entry["widgets_values"] = values
+        return entry
+
+    def _fit_view(self, view_size: tuple[float, float]) -> dict[str, Any]:
+        """Canvas scale and offset that show the whole graph in a window of ``view_size`` pixels."""
+        boxes = [self._box(n) for n in self.nodes]
+        boxes += [(g["bounding"][0], g["bounding"][1], g["bounding"][0] + g["bounding"][2],
+                   g["bounding"][1] + g["bounding"][3]) for g in self.groups]
+        left, top = min(b[0] for b in boxes) - 40, min(b[1] for b in boxes) - 40
+        right, bottom = max(b[2] for b in boxes) + 40, max(b[3] for b in boxes) + 40
+        scale = round(min(1.0, view_size[0] / (right - left), view_size[1] / (bottom - top)), 3)
+        return {"scale": scale, "offset": [round(-left, 1), round(-top, 1)]}
+
+
+def _target_images(g: Graph, x: float, y: float, model_out: Node, title: str) -> tuple[Node, list[Node]]:
+    """Prompt -> EmptyLatentImage (500) -> RebatchLatents -> KSampler -> VAEDecode -> RebatchImages (one batch)."""
+    positive = g.add("CLIPTextEncode", (x, y), title="Target prompt", size=(400, 160), text=TARGET_PROMPT,
+                     clip=model_out["CLIP"])
+    negative = g.add("CLIPTextEncode", (x, y + 200), title="Negative prompt (empty, as the paper)",
+                     size=(400, 160), text="", clip=model_out["CLIP"])
+    latent = g.add("EmptyLatentImage", (x, y + 400), width=IMAGE_SIZE, height=IMAGE_SIZE,
+                   batch_size=TARGET_IMAGES)
+    chunks = g.add("RebatchLatents", (x + 440, y + 400), title="Sample in chunks (GPU memory)",
+                   latents=latent["LATENT"], batch_size=CHUNK)
+    sampler = g.add("KSampler", (x + 440, y), model=model_out["MODEL"], positive=positive["CONDITIONING"],
+                    negative=negative["CONDITIONING"], latent_image=chunks["LATENT"], **SAMPLING)
+    decode = g.add("VAEDecode", (x + 820, y), samples=sampler["LATENT"], vae=model_out["VAE"])
+    batch = g.add("RebatchImages", (x + 820, y + 120), title=title, images=decode["IMAGE"],
+                  batch_size=TARGET_IMAGES)
+    return batch, [positive, negative, latent, chunks, sampler, decode, batch]
+
+
+SMALL_GPU_IMAGES = (
+    "Quick try / small GPU: lower EmptyLatentImage batch_size (500 -> 20-50) and the last RebatchImages "
+    "batch_size to the same number, RebatchLatents batch_size (10 -> 1-4) if sampling runs out of memory, "
+    "and KSampler steps (50 -> 20)."
+)
+
+
+def _target_images(g: Graph, x: float, y: float, ckpt: Node) -> tuple[Node, list[Node]]:
+    """Prompt -> EmptyLatentImage (500) -> RebatchLatents (chunks) -> KSampler -> VAEDecode -> RebatchImages.
+
+    KSampler and VAEDecode run once per chunk; RebatchImages joins the chunks into one batch again."""
+    positive = g.add("CLIPTextEncode", (x, y), title="Target prompt", text=TARGET_PROMPT, clip=ckpt["CLIP"])
+    negative = g.add("CLIPTextEncode", (x, g.below(positive)), title="Negative prompt (empty, as the paper)",
+                     text="", clip=ckpt["CLIP"])
+    x2 = g.right_of(positive)
+    latent = g.add("EmptyLatentImage", (x2, y), title="How many target images", width=IMAGE_SIZE,
+                   height=IMAGE_SIZE, batch_size=TARGET_IMAGES)
+    chunks = g.add("RebatchLatents", (x2, g.below(latent)), title="Sample in chunks (GPU memory)",
+                   latents=latent["LATENT"], batch_size=CHUNK)
+    x3 = g.right_of(latent)
+    sampler = g.add("KSampler", (x3, y), model=ckpt["MODEL"], positive=positive["CONDITIONING"],
+                    negative=negative["CONDITIONING"], latent_image=chunks["LATENT"], **SAMPLING)
+    x4 = g.right_of(sampler)
+    decode = g.add("VAEDecode", (x4, y), samples=sampler["LATENT"], vae=ckpt["VAE"])
+    batch = g.add("RebatchImages", (x4, g.below(decode)), title="Join the chunks into one batch",
+                  images=decode["IMAGE"], batch_size=TARGET_IMAGES)
+    return batch, [ckpt, positive, negative, latent, chunks, sampler, decode, batch]
+
+
+def build_care_set_workflow(info: dict[str, Any]) -> dict[str, Any]:
+    g = Graph(info)
+    note = g.note((0, 0), (700, 330), title="ReCARE step 1: build a CARE-set", text=(
+        "Builds the CARE-set: the harmless concepts that appear together with the concept you want to erase "
+        "(for 'nudity': person, woman, beach, ...), so that unlearning keeps them.\n\n"
+        "1. The original model draws 500 images of the target (paper: 'A photo of a nude person', 512x512, "
+        "DDIM 50 steps, CFG 7.5). RebatchLatents samples them 10 at a time; RebatchImages joins them again.\n"
+        "2. BuildCARESet compares every CLIP vocabulary word with each image and keeps the co-occurring words "
+        "(paper settings: top-k 50, top-n 100, 7 clusters, 1 dropped at each end, alpha 0.01).\n"
+        "3. SaveCARESet writes ComfyUI/output/recare/careset_00001.json for the unlearning workflow.\n\n"
+        "LoadCAREClip: 'openai' downloads the paper's CLIP ViT-B-32 when online; offline, put "
+        "open_clip_model.safetensors (huggingface.co/timm/vit_base_patch32_clip_224.openai) in "
+        "ComfyUI/models/open_clip/ and pick it.\n\n" + SMALL_GPU_IMAGES))
+    y = g.below(note, gap=120)
+    ckpt = g.add("CheckpointLoaderSimple", (0, y), ckpt_name=CHECKPOINT)
+    images, generation = _target_images(g, g.right_of(ckpt), y, ckpt)
+    g.group("Images of the concept to erase, made by the original model", generation)
+    x = g.right_of(images, gap=100)
+    clip = g.add("LoadCAREClip", (x, y), weights="openai", architecture="ViT-B-32", quick_gelu="auto",
+                 device="auto")
+    build = g.add("BuildCARESet", (x, g.below(clip)), images=images["IMAGE"], care_clip=clip["care_clip"],
+                  reference_word="nudity", concept_type="object", top_k_per_image=50, top_n_tokens=100,
+                  n_clusters=7, k_each_side=1, alpha=0.01, min_cluster_size=2, seed=42, word_hygiene=True)
+    x = g.right_of(build)
+    save = g.add("SaveCARESet", (x, y), care_set=build["care_set"], filename_prefix="careset", format="recare")
+    g.add("PreviewAny", (x, g.below(save)), title="CARE-set report", size=(400, 420), source=build["report"])
+    g.add("PreviewImage", (x + 440, y), title="Cluster map", size=(560, 560), images=build["cluster_map"])
+    return g.to_json()
+
+
+def unlearn_workflow(info: dict[str, Any]) -> dict[str, Any]:
+    g = Graph(info)
+    note = g.note((0, 0), (700, 330), title="ReCARE step 2: unlearn", text=(
+        "Erases 'nudity' from the model while keeping the CARE-set's concepts.\n\n"
+        "Needs the CARE-set from workflow 1: pick it in LoadCARESet (files in ComfyUI/output/recare/ are listed "
+        "with '[output]'). The target images are made as in workflow 1.\n"
+        "ReCAREUnlearn runs the paper's two stages with its defaults: 2 rounds of 200 erase steps + 3000 "
+        "textual-inversion steps, then 200 robust-erase steps; full weight updates of the non-cross-attention "
+        "layers at 512 px. SaveErasure writes ComfyUI/models/loras/recare/erasure_00001_.safetensors (the stock "
+        "LoraLoaderModelOnly loads it too); the adversarial tokens go to models/embeddings as recare_adv_<i>.\n\n"
+        "Quick try / small GPU: preset 'quick' (fewer steps), or lower ti_steps (3000 -> 300), erase_steps and "
+        "robust_steps (200 -> 50); update 'lora' and gradient_checkpointing on for 8-12 GB; image_size "
+        "512 -> 256. " + SMALL_GPU_IMAGES))
+    y = g.below(note, gap=120)
+    ckpt = g.add("CheckpointLoaderSimple", (0, y), ckpt_name=CHECKPOINT)
+    images, generation = _target_images(g, g.right_of(ckpt), y, ckpt)
+    g.group("Images of the concept to erase, made by the original model", generation)
+    care_set = g.add("LoadCARESet", (g.right_of(images, gap=100), y), title="CARE-set from workflow 1",
+                     file=CARE_SET_FILE)
+    x = g.right_of(care_set)
+    unlearn = g.add(
+        "ReCAREUnlearn", (x, y), model=ckpt["MODEL"], clip=ckpt["CLIP"], vae=ckpt["VAE"],
+        target_images=images["IMAGE"], care_set=care_set["care_set"], erase_concept="nudity",
+        initializer_token="person", concept_type="object", preset="paper", n_rounds=2, erase_steps=200,
+        erase_lr=5e-6, ti_steps=3000, ti_lr=5e-3, robust_steps=200, robust_lr=2e-5, negative_guidance=2.0,
+        compositional_guidance_scale=2.0, num_adv_concepts=2, ddim_steps=50, sampling_cfg=3.0,
+        train_method="noxattn", update="full", lora_rank=4, image_size=512, gradient_checkpointing=False,
+        seed=42, embedding_name="recare_adv")
+    x = g.right_of(unlearn)
+    save = g.add("SaveErasure", (x, y), erasure=unlearn["erasure"], filename_prefix="recare/erasure")
+    g.add("PreviewImage", (x, g.below(save)), title="Loss curves", size=(560, 460), images=unlearn["loss_curves"])
+    return g.to_json()
+
+
+def before_after_workflow(info: dict[str, Any]) -> dict[str, Any]:
+    g = Graph(info)
+    note = g.note((0, 0), (400, 640), title="ReCARE step 3: before / after", text=(
+        "The same seeds through the original model and the erased one (LoadErasure -> ApplyErasedUNet), for "
+        "the target prompt and a CARE prompt.\n\n"
+        "CAREScore classifies each image zero-shot with CLIP against the 80 COCO object names plus 'person' "
+        "and 'nudity' (the paper's evaluation). CARE score = share of images whose best label is 'person' "
+        "(higher = the co-occurring concept survived); the report also gives how often 'nudity' is still the "
+        "best label. ImageStitch puts the labelled grids side by side (original | erased) and saves them to "
+        "ComfyUI/output/recare/.\n\n"
+        "Pick the erasure from workflow 2 in LoadErasure (models/loras/recare/). Paper settings: 10 images per "
+        "prompt, DDIM 50 steps, CFG 7.5, CLIP ViT-B-32 (OpenAI).\n\n"
+        "Quick try / small GPU: lower EmptyLatentImage batch_size (10 -> 2-4) and KSampler steps (50 -> 20); "
+        "LoadCAREClip device 'cpu' keeps CLIP off the GPU."))
+    y = g.below(note, gap=80)
+    ckpt = g.add("CheckpointLoaderSimple", (0, y), ckpt_name=CHECKPOINT)
+    erasure = g.add("LoadErasure", (0, g.below(ckpt)), title="Erasure from workflow 2", name=ERASURE_FILE)
+    erased = g.add("ApplyErasedUNet", (0, g.below(erasure)), model=ckpt["MODEL"], erasure=erasure["erasure"],
+                   strength=1.0)
+    negative = g.add("CLIPTextEncode", (0, g.below(erased)), title="Negative prompt (empty)", size=(400, 120),
+                     text="", clip=ckpt["CLIP"])
+    latent = g.add("EmptyLatentImage", (0, g.below(negative)), title="10 images per prompt, same seeds",
+                   width=IMAGE_SIZE, height=IMAGE_SIZE, batch_size=10)
+    care_clip = g.add("LoadCAREClip", (0, g.below(latent)), weights="openai", architecture="ViT-B-32",
+                      quick_gelu="auto", device="auto")
+    rows = [("Target prompt", TARGET_PROMPT, "recare/before_after_target"),
+            ("CARE prompt", CARE_PROMPT, "recare/before_after_care")]
+    top = 40
+    for label, text, prefix in rows:
+        prompt = g.add("CLIPTextEncode", (480, top), title=label, size=(400, 120), text=text, clip=ckpt["CLIP"])
+        members, pictures, block_top = [prompt], [], top
+        for model_name, model in (("original", ckpt["MODEL"]), ("erased", erased["model"])):
+            sampler = g.add("KSampler", (920, block_top), title=f"KSampler ({model_name} model)", model=model,
+                            positive=prompt["CONDITIONING"], negative=negative["CONDITIONING"],
+                            latent_image=latent["LATENT"], **SAMPLING)
+            decode = g.add("VAEDecode", (g.right_of(sampler), block_top), samples=sampler["LATENT"],
+                           vae=ckpt["VAE"])
+            score = g.add("CAREScore", (decode.pos[0], g.below(decode, gap=30)),
+                          title=f"CARE score ({model_name} model)", images=decode["IMAGE"],
+                          care_clip=care_clip["care_clip"], care_concept="person", labels="", use_template=True,
+                          erase_concept="nudity")
+            report = g.add("PreviewAny", (g.right_of(score), block_top), title=f"Report ({model_name} model)",
+                           size=(400, g.below(score, gap=0) - block_top - 30), source=score["report"])
+            pictures.append(score["picture"])
+            members += [sampler, decode, score, report]
+            block_top = g.below(score, gap=60)
+        x = g.right_of(members[-1])
+        stitch = g.add("ImageStitch", (x, top), title="Original | erased", image1=pictures[0], direction="right",
+                       match_image_size=True, spacing_width=16, spacing_color="white", image2=pictures[1])
+        save = g.add("SaveImage", (x, g.below(stitch)), size=(520, 520), images=stitch["IMAGE"],
+                     filename_prefix=prefix)
+        g.group(f"{label} '{text}': original model (top) and erased model (bottom), same seeds",
+                [*members, stitch, save])
+        top = block_top + 100
+    return g.to_json()
+
+
+def bake_workflow(info: dict[str, Any]) -> dict[str, Any]:
+    g = Graph(info)
+    note = g.note((0, 0), (560, 330), title="ReCARE step 4: bake", text=(
+        "Bakes an erasure into a normal checkpoint for merging and sharing: LoadErasure -> ApplyErasedUNet "
+        "(strength 1 = as trained) -> CheckpointSave, which writes "
+        "ComfyUI/output/checkpoints/recare_erased_00001_.safetensors (move it to models/checkpoints to load it "
+        "with CheckpointLoaderSimple). The preview shows the erased concept and the settings it was trained "
+        "with.\n\n"
+        "You do not need to bake to use an erasure: ApplyErasedUNet (or the stock LoraLoaderModelOnly) applies "
+        "it at load time, stacks with other erasures and can be removed again.\n\n"
+        "Pick the erasure from workflow 2 in LoadErasure (models/loras/recare/).\n\n"
+        "Small GPU: nothing to lower; this only needs the memory to load the checkpoint once."))
+    x = g.right_of(note, gap=80)
+    ckpt = g.add("CheckpointLoaderSimple", (x, 40), ckpt_name=CHECKPOINT)
+    erasure = g.add("LoadErasure", (x, g.below(ckpt)), title="Erasure from workflow 2", name=ERASURE_FILE)
+    erased = g.add("ApplyErasedUNet", (g.right_of(ckpt), 40), model=ckpt["MODEL"], erasure=erasure["erasure"],
+                   strength=1.0)
+    g.add("CheckpointSave", (g.right_of(erased), 40), model=erased["model"], clip=ckpt["CLIP"], vae=ckpt["VAE"],
+          filename_prefix="checkpoints/recare_erased")
+    g.add("PreviewAny", (erased.pos[0], g.below(erased)), title="What the erasure holds", size=(580, 380),
+          source=erasure["info"])
+    return g.to_json()
+
+
+WORKFLOWS = {
+    "1_build_care_set.json": build_care_set_workflow,
+    "2_unlearn.json": unlearn_workflow,
+    "3_before_after.json": before_after_workflow,
+    "4_bake_checkpoint.json": bake_workflow,
+}
+
+
+def _read_object_info(source: str) -> dict[str, Any]:
+    if source.startswith(("http://", "https://")):
+        with urllib.request.urlopen(source.rstrip("/") + "/object_info", timeout=60) as response:
+            return json.loads(response.read())
+    return json.loads(Path(source).read_text(encoding="utf-8"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--object-info", required=True,
+                        help="URL of a running ComfyUI with this pack, or a saved /object_info JSON file")
+    parser.add_argument("--out", type=Path, default=HERE, help="folder to write the workflows to")
+    args = parser.parse_args()
+    info = _read_object_info(args.object_info)
+    for name, build in WORKFLOWS.items():
+        path = args.out / name
+        path.write_text(json.dumps(build(info), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
