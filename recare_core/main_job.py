@@ -15,9 +15,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 from . import __version__
 from .care_score import care_score
@@ -27,14 +25,24 @@ from .clip_model import CareClip, build_tiny_care_clip
 from .erasure import Erasure
 from .erasure_io import save_erasure
 from .generate import generate_images
+from .image_grid import labelled_rows_grid
 from .torch_backend import TorchBackend, apply_increments
 from .toy_model import ToyTextToImage
+from .toyworld.checkers import AttributeChecker
+from .toyworld.default import DEFAULT_WEIGHTS_DIR, has_weights
+from .toyworld.default import load_world as load_toy_world
+from .toyworld.experiment import toy_recare_config
+from .toyworld.world import CARE_ATTRIBUTE, CARE_VALUE, TARGET_ATTRIBUTE, TARGET_VALUE
 from .unlearn import ReCAREConfig, run_recare
+
+
+MAIN_JOB_SCHEDULE = dict(n_rounds=1, erase_steps=40, ti_steps=100, robust_steps=60, ddim_steps=10)
+"""The reduced ReCARE schedule of the main job (the toy world's learning rates; see ``toy_recare_config``)."""
 
 
 @dataclasses.dataclass
 class World:
-    """The model, the CLIP and the prompts the main job runs on."""
+    """The model, the CLIP and the prompts the main job runs on (and the toy world's checker when trained)."""
 
     backend: TorchBackend
     clip: CareClip
@@ -42,53 +50,49 @@ class World:
     target_prompt: str
     care_concept: str
     care_prompt: str
-    trained: bool
+    checker: AttributeChecker | None = None
+
+    @property
+    def trained(self) -> bool:
+        return self.checker is not None
 
 
-def load_world(seed: int) -> World:
-    """The trained toy world when its weights ship with the pack, else seeded random stand-ins."""
-    try:
-        from .toyworld.embedded import load_embedded_world
-    except ImportError:
-        load_embedded_world = None
-    if load_embedded_world is not None:
-        embedded = load_embedded_world()
-        if embedded is not None:
-            model, clip, prompts = embedded
-            return World(TorchBackend(model), clip, trained=True, **prompts)
-    return World(TorchBackend(ToyTextToImage(seed=seed)), build_tiny_care_clip(seed), target="striped",
-                 target_prompt="a striped circle", care_concept="circle", care_prompt="a circle", trained=False)
+def load_world(seed: int, weights: Path | None = None) -> World:
+    """The trained toy world shipped with the pack (or found in ``weights``), else seeded random stand-ins."""
+    prompts = dict(target=TARGET_VALUE, target_prompt=f"a {TARGET_VALUE} {CARE_VALUE}", care_concept=CARE_VALUE,
+                   care_prompt=f"a {CARE_VALUE}")
+    directory = weights or DEFAULT_WEIGHTS_DIR
+    if has_weights(directory):
+        models = load_toy_world(directory)
+        return World(TorchBackend(models.model), models.clip, checker=models.checker, **prompts)
+    if weights is not None:
+        raise FileNotFoundError(f"{weights} does not hold a trained toy world (see recare_core/toyworld/train.py).")
+    return World(TorchBackend(ToyTextToImage(seed=seed)), build_tiny_care_clip(seed), **prompts)
 
 
-def _grid(rows: list[tuple[str, torch.Tensor]], scale: int = 4) -> Image.Image:
-    """Rows of images (``(N, H, W, 3)`` in [0, 1]) stacked into one picture, each row labelled on its left."""
-    from PIL import ImageDraw
-
-    label_width = 170
-    tiles = [(label, (images.clamp(0, 1) * 255).round().to(torch.uint8).numpy()) for label, images in rows]
-    height, width = tiles[0][1].shape[1] * scale, tiles[0][1].shape[2] * scale
-    columns = max(t.shape[0] for _, t in tiles)
-    canvas = Image.new("RGB", (label_width + columns * (width + 2), len(tiles) * (height + 2)), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
-    for row, (label, images) in enumerate(tiles):
-        y = row * (height + 2)
-        draw.text((4, y + height // 2 - 6), label, fill=(0, 0, 0))
-        for column, image in enumerate(images):
-            tile = Image.fromarray(image).resize((width, height), Image.NEAREST)
-            canvas.paste(tile, (label_width + column * (width + 2), y))
-    return canvas
+def _checker_lines(world: World, rows: list[tuple[str, torch.Tensor]]) -> list[str]:
+    """Ground truth from the toy world's attribute checker: share of striped and of circle images per row."""
+    if world.checker is None:
+        return []
+    lines = ["--- attribute checker (ground truth) ---"]
+    for label, images in rows:
+        verdicts = world.checker.classify(images)
+        share = {name: sum(v == value for v in verdicts[attribute]) / len(verdicts[attribute])
+                 for name, attribute, value in (("target", TARGET_ATTRIBUTE, TARGET_VALUE),
+                                                ("CARE", CARE_ATTRIBUTE, CARE_VALUE))}
+        lines.append(f"{label}: {share['target']:.0%} show '{TARGET_VALUE}', {share['CARE']:.0%} show "
+                     f"'{CARE_VALUE}'")
+    return lines + [""]
 
 
 def run_main_job(out: Path, seed: int = 0, n_images: int = 12, sample_steps: int = 20,
-                 config: ReCAREConfig | None = None) -> dict[str, Path]:
+                 config: ReCAREConfig | None = None, weights: Path | None = None) -> dict[str, Path]:
     """Run the pipeline and write its outputs into ``out`` (created; existing files are never overwritten)."""
     out.mkdir(parents=True, exist_ok=True)
-    world = load_world(seed)
+    world = load_world(seed, weights)
     backend = world.backend
     size = backend.model.config.image_size
-    config = config or ReCAREConfig(n_rounds=1, erase_steps=20, ti_steps=40, robust_steps=40, ddim_steps=10,
-                                    image_size=size, num_adv_concepts=1, initializer_token=world.care_concept,
-                                    seed=seed)
+    config = config or toy_recare_config(seed, image_size=size, num_adv_concepts=1, **MAIN_JOB_SCHEDULE)
     timings: dict[str, float] = {}
     seeds = list(range(seed, seed + n_images))
 
@@ -135,9 +139,13 @@ def run_main_job(out: Path, seed: int = 0, n_images: int = 12, sample_steps: int
               f"CARE-set words: {', '.join(care_set.words)}", ""]
     for name, score in scores.items():
         report += [f"--- {name} model, prompt '{world.care_prompt}' ---", score.report(), ""]
+    report += _checker_lines(world, [(f"original, '{world.target_prompt}'", target_before),
+                                     (f"erased, '{world.target_prompt}'", target_after),
+                                     (f"original, '{world.care_prompt}'", care_before),
+                                     (f"erased, '{world.care_prompt}'", care_after)])
     report += [f"{stage}: {seconds:.1f}s" for stage, seconds in timings.items()]
     paths["report"].write_text("\n".join(report) + "\n", encoding="utf-8")
-    _grid([(f"original: {world.target_prompt}", target_before), (f"erased: {world.target_prompt}", target_after),
+    labelled_rows_grid([(f"original: {world.target_prompt}", target_before), (f"erased: {world.target_prompt}", target_after),
            (f"original: {world.care_prompt}", care_before), (f"erased: {world.care_prompt}", care_after)]
           ).save(paths["grid"])
     return paths
@@ -157,10 +165,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("out/main_job"), help="output folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--images", type=int, default=12, help="images per prompt")
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="a trained toy-world folder (default: the one shipped in recare_core/toyworld/weights)")
     args = parser.parse_args()
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     started = time.perf_counter()
-    paths = run_main_job(args.out, args.seed, args.images)
+    paths = run_main_job(args.out, args.seed, args.images, weights=args.weights)
     print(f"main job finished in {time.perf_counter() - started:.0f}s; outputs:")
     for name, path in paths.items():
         print(f"  {name:9s} {path}")

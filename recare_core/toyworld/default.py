@@ -11,6 +11,7 @@ Files (written by ``python -m recare_core.toyworld.train``):
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..clip_model import FROM_CONFIG, CareClip, load_care_clip
@@ -23,6 +24,15 @@ CLIP_DIR = "clip"
 CLIP_FILE = "open_clip_model.safetensors"
 CHECKER_FILE = "checker.safetensors"
 REPORT_FILE = "report.json"
+
+
+@dataclass
+class ToyWorldModels:
+    """The trained toy world: text-to-image model, CLIP and attribute checker."""
+
+    model: ToyTextToImage
+    clip: CareClip
+    checker: AttributeChecker
 
 
 class ToyWorldMissingError(FileNotFoundError):
@@ -57,3 +67,14 @@ def load_checker(directory: str | Path = DEFAULT_WEIGHTS_DIR) -> AttributeChecke
 def load_report(directory: str | Path = DEFAULT_WEIGHTS_DIR) -> dict:
     """The quality report written when the weights were trained."""
     return json.loads(_require(Path(directory) / REPORT_FILE).read_text(encoding="utf-8"))
+
+
+def has_weights(directory: str | Path = DEFAULT_WEIGHTS_DIR) -> bool:
+    """Whether ``directory`` holds every file of a trained toy world."""
+    root = Path(directory)
+    return all((root / name).is_file() for name in (T2I_FILE, f"{CLIP_DIR}/{CLIP_FILE}", CHECKER_FILE, REPORT_FILE))
+
+
+def load_world(directory: str | Path = DEFAULT_WEIGHTS_DIR) -> ToyWorldModels:
+    """The text-to-image model, CLIP and checker of the toy world in ``directory``."""
+    return ToyWorldModels(load_text_to_image(directory), load_clip(directory), load_checker(directory))

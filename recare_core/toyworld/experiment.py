@@ -27,7 +27,6 @@ import torch
 
 from ..care_score import care_score
 from ..careset import CareSet, CareSetSettings, build_care_set
-from ..clip_model import CareClip
 from ..erasure import WeightIncrement
 from ..textual_inversion import encode_images_once, prepare_images, textual_inversion
 from ..toy_model import ToyTextToImage
@@ -36,22 +35,13 @@ from ..training import TrainingRun
 from ..unlearn import ReCAREConfig, run_recare
 from ..weight_update import WeightUpdate
 from ..stage_erase import erase_stage
-from .checkers import AttributeChecker
+from .default import ToyWorldModels
 from .evaluate import adversarial_cases, care_cases, generate_cases, target_cases, utility_cases
 from .world import CARE_ATTRIBUTE, CARE_VALUE, GENERIC_NOUN, SHAPES, TARGET_ATTRIBUTE, TARGET_VALUE
 
 ProgressCallback = Callable[[int, int, str], None]
 METHODS: tuple[str, ...] = ("original", "esd", "recare")
 ATTACK_PLACEHOLDER = "toyattack"
-
-
-@dataclass
-class ToyWorldModels:
-    """The trained toy world: text-to-image model, CLIP and attribute checker."""
-
-    model: ToyTextToImage
-    clip: CareClip
-    checker: AttributeChecker
 
 
 @dataclass
@@ -102,9 +92,16 @@ def generate_target_images(backend: TorchBackend, count: int, seed: int, setting
                            guidance_scale=settings.guidance_scale)
 
 
+def esd_steps(config: ReCAREConfig) -> int:
+    """ESD's step count: ReCARE's whole stage-1 erase budget (``n_rounds * erase_steps``) in one run, so that
+    both methods push on the target equally long."""
+    return max(1, config.n_rounds) * config.erase_steps
+
+
 def esd_erase(backend: TorchBackend, config: ReCAREConfig, progress: ProgressCallback | None = None
               ) -> dict[str, WeightIncrement]:
-    """Plain ESD: one stage-1 erase of the target word for ``config.erase_steps`` steps (no rounds, no tokens)."""
+    """Plain ESD: one stage-1 erase of the target word for :func:`esd_steps` steps (no tokens, no CARE-set)."""
+    config = dataclasses.replace(config, erase_steps=esd_steps(config))
     run = TrainingRun(backend, total_steps=config.erase_steps, mixed_precision=config.mixed_precision,
                       progress=progress)
     with torch.inference_mode(False), torch.enable_grad():
@@ -172,10 +169,11 @@ def measure(backend: TorchBackend, models: ToyWorldModels, settings: ExperimentS
 
 
 def run_experiment(models: ToyWorldModels, settings: ExperimentSettings, seed: int,
-                   methods: tuple[str, ...] = METHODS, log: Callable[[str], None] | None = None) -> dict:
+                   methods: tuple[str, ...] = METHODS, log: Callable[[str], None] | None = None,
+                   on_model: Callable[[str, TorchBackend], None] | None = None) -> dict:
     """One seed of the comparison: ``{method: figures}`` plus the CARE-set ReCARE used. The seed drives the target
     images, the erasure training and the attack; images for measuring use seeds derived from it, the same for
-    every method."""
+    every method. ``on_model(name, backend)`` sees each model once it is measured."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"Unknown method(s) {unknown}; choose among {METHODS}.")
@@ -192,12 +190,14 @@ def run_experiment(models: ToyWorldModels, settings: ExperimentSettings, seed: i
         figures = measure(backend, models, settings, measure_seed, token)
         figures["erase_seconds"] = round(seconds, 1)
         results["methods"][name] = figures
+        if on_model is not None:
+            on_model(name, backend)
         say(f"seed {seed}: {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in figures.items()))
 
     if "original" in methods:
         finish("original", original, 0.0)
     if "esd" in methods:
-        say(f"seed {seed}: plain ESD, {config.erase_steps} steps")
+        say(f"seed {seed}: plain ESD, {esd_steps(config)} steps")
         start = time.perf_counter()
         increments = esd_erase(original, config)
         finish("esd", erased_backend(models.model, increments), time.perf_counter() - start)

@@ -1,0 +1,156 @@
+"""Toy-world erasure benchmark: the original model, plain ESD and ReCARE on the trained toy text-to-image world.
+
+For every seed (one worker process each, single-threaded) it generates target images with the original model,
+erases the target texture ``striped`` with plain ESD (stage-1 erase only, empty-prompt target) and with ReCARE
+(CARE-set built automatically from those images with the toy CLIP, then both stages), attacks every model with a
+fresh textual inversion, and measures with the attribute checker (ground truth). Prints one table, mean ± sample
+standard deviation over the seeds, and writes ``results.json``, ``table.md`` and ``grid.png`` (seed 0's images of
+``a striped circle`` and ``a circle`` through each model) into a new folder under ``--out``.
+
+    python benchmarks/toyworld_erasure.py                    # schedule "cpu", seeds 0 1 2, two workers
+    python benchmarks/toyworld_erasure.py --schedule paper   # the reference step counts (hours on a CPU)
+
+Columns: target = share of target-prompt images still striped (lower is better); attack = share striped under
+the learned adversarial token (lower is better); CARE = share of ``a circle``-style prompts drawn as circles by
+the checker (higher is better); CARE (CLIP) = the pack's zero-shot CAREScore with the toy CLIP over the four
+shapes; utility = attribute accuracy on prompts with neither stripes nor circles; time = seconds to erase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import multiprocessing
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from recare_core.generate import generate_images  # noqa: E402
+from recare_core.image_grid import labelled_rows_grid  # noqa: E402
+from recare_core.toyworld.default import DEFAULT_WEIGHTS_DIR, load_world  # noqa: E402
+from recare_core.toyworld.experiment import ExperimentSettings, run_experiment, toy_recare_config  # noqa: E402
+from recare_core.toyworld.world import CARE_VALUE, TARGET_VALUE  # noqa: E402
+
+SCHEDULES: dict[str, dict] = {
+    # The reference step counts (section 2 of the spec) with the toy world's learning rates.
+    "paper": dict(recare=dict(n_rounds=2, erase_steps=200, ti_steps=3000, robust_steps=200, ddim_steps=50),
+                  attack_steps=1000, target_images=64, images_per_prompt=8, sample_steps=25),
+    # The same shape, shortened so that three seeds take about twenty minutes on two CPU cores.
+    "cpu": dict(recare=dict(n_rounds=2, erase_steps=60, ti_steps=300, robust_steps=60, ddim_steps=25),
+                attack_steps=300, target_images=32, images_per_prompt=4, sample_steps=20),
+    # Plumbing only (the CI test's order of magnitude).
+    "smoke": dict(recare=dict(n_rounds=1, erase_steps=4, ti_steps=8, robust_steps=4, ddim_steps=5,
+                              num_adv_concepts=1),
+                  attack_steps=8, target_images=8, images_per_prompt=1, sample_steps=8),
+}
+COLUMNS = (("target_rate", "target ↓"), ("adversarial_rate", "attack ↓"), ("care_rate", "CARE ↑"),
+           ("care_clip_score", "CARE (CLIP) ↑"), ("utility", "utility ↑"), ("erase_seconds", "time s"))
+GRID_PROMPTS = (f"a {TARGET_VALUE} {CARE_VALUE}", f"a {CARE_VALUE}")
+GRID_IMAGES = 8
+
+
+def experiment_settings(schedule: str, seed: int, **recare_overrides) -> ExperimentSettings:
+    spec = dict(SCHEDULES[schedule])
+    recare = toy_recare_config(seed, **{**spec.pop("recare"), **recare_overrides})
+    return ExperimentSettings(recare=recare, **spec)
+
+
+def run_seed(job: tuple[Path, str, int, dict, bool]) -> dict:
+    """One seed in a worker: the experiment's figures, plus grid images when asked."""
+    weights, schedule, seed, overrides, with_grid = job
+    torch.set_num_threads(1)
+    models = load_world(weights)
+    grid: dict[str, list] = {}
+
+    def keep_images(name: str, backend) -> None:
+        if with_grid:
+            for prompt in GRID_PROMPTS:
+                images = generate_images(backend, [prompt] * GRID_IMAGES, list(range(GRID_IMAGES)), steps=25,
+                                         guidance_scale=5.0)
+                grid[f"{name}: {prompt}"] = images.numpy().tolist()
+
+    start = time.perf_counter()
+    result = run_experiment(models, experiment_settings(schedule, seed, **overrides), seed,
+                            log=lambda message: print(f"[{time.perf_counter() - start:6.0f}s] {message}", flush=True),
+                            on_model=keep_images)
+    result["grid"] = grid
+    return result
+
+
+def summarise(results: list[dict]) -> dict[str, dict[str, tuple[float, float]]]:
+    """``{method: {column: (mean, sample std)}}`` over the seeds."""
+    summary: dict[str, dict[str, tuple[float, float]]] = {}
+    for method in results[0]["methods"]:
+        summary[method] = {}
+        for key, _ in COLUMNS:
+            values = np.array([r["methods"][method][key] for r in results], dtype=float)
+            spread = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+            summary[method][key] = (float(values.mean()), spread)
+    return summary
+
+
+def markdown_table(summary: dict[str, dict[str, tuple[float, float]]], seeds: list[int]) -> str:
+    header = "| method | " + " | ".join(title for _, title in COLUMNS) + " |"
+    lines = [header, "|" + "---|" * (len(COLUMNS) + 1)]
+    for method, figures in summary.items():
+        cells = [f"{m:.0f} ± {s:.0f}" if key == "erase_seconds" else f"{m:.2f} ± {s:.2f}"
+                 for key, (m, s) in figures.items()]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines.append(f"\nmean ± sample standard deviation over seeds {', '.join(map(str, seeds))}")
+    return "\n".join(lines)
+
+
+def fresh_folder(root: Path, schedule: str) -> Path:
+    """A new ``root/<schedule>_<n>`` folder: earlier results are never overwritten."""
+    root.mkdir(parents=True, exist_ok=True)
+    counter = 1
+    while (root / f"{schedule}_{counter}").exists():
+        counter += 1
+    folder = root / f"{schedule}_{counter}"
+    folder.mkdir()
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS_DIR, help="trained toy-world folder")
+    parser.add_argument("--schedule", choices=sorted(SCHEDULES), default="cpu")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--jobs", type=int, default=2, help="seeds run in parallel (one CPU thread each)")
+    parser.add_argument("--erase-lr", type=float, default=None, help="override the toy world's stage-1 lr")
+    parser.add_argument("--robust-lr", type=float, default=None, help="override the toy world's stage-2 lr")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/toyworld"))
+    args = parser.parse_args(argv)
+    overrides = {k: v for k, v in (("erase_lr", args.erase_lr), ("robust_lr", args.robust_lr)) if v is not None}
+    jobs = [(args.weights, args.schedule, seed, overrides, index == 0) for index, seed in enumerate(args.seeds)]
+    start = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(max(1, min(args.jobs, len(jobs)))) as pool:
+        results = pool.map(run_seed, jobs)
+    wall = time.perf_counter() - start
+    summary = summarise(results)
+    table = markdown_table(summary, args.seeds)
+    settings = dataclasses.asdict(experiment_settings(args.schedule, args.seeds[0], **overrides))
+    folder = fresh_folder(args.out, args.schedule)
+    grid = results[0].pop("grid")
+    for result in results[1:]:
+        result.pop("grid")
+    labelled_rows_grid([(label, torch.tensor(images)) for label, images in grid.items()]).save(folder / "grid.png")
+    (folder / "results.json").write_text(json.dumps(
+        {"schedule": args.schedule, "settings": settings, "seeds": args.seeds, "wall_seconds": round(wall, 1),
+         "torch": torch.__version__, "results": results, "summary": summary}, indent=1), encoding="utf-8")
+    (folder / "table.md").write_text(table + "\n", encoding="utf-8")
+    print(table)
+    for result in results:
+        print(f"seed {result['seed']} CARE-set: {', '.join(result.get('care_set', []))}")
+    print(f"wall time {wall:.0f}s; results, table and grid in {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
