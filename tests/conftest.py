@@ -72,7 +72,21 @@ def comfy_server(comfy_root: Path, tiny_checkpoint: Path,
         server.stop()
 
 
+def _loud_skip_reasons(terminalreporter: Any) -> set[str]:
+    """Skip reasons that start with ``SKIPPED`` (whole test groups that could not run on this machine)."""
+    reasons = set()
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        if reason.startswith("SKIPPED"):
+            reasons.add(reason)
+    return reasons
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """End the run with one loud line when the ComfyUI integration tests could not run."""
+    """End the run with one loud line per test group that could not run (no ComfyUI, no browser)."""
+    reasons = _loud_skip_reasons(terminalreporter)
     if _skipped_for_missing_comfy:
-        terminalreporter.write_sep("!", _COMFY_MISSING, red=True, bold=True)
+        reasons.add(_COMFY_MISSING)
+    for reason in sorted(reasons):
+        terminalreporter.write_sep("!", reason, red=True, bold=True)
