@@ -34,31 +34,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from recare_core.generate import generate_images  # noqa: E402
 from recare_core.image_grid import labelled_rows_grid  # noqa: E402
 from recare_core.toyworld.default import DEFAULT_WEIGHTS_DIR, load_world  # noqa: E402
-from recare_core.toyworld.experiment import ExperimentSettings, run_experiment, toy_recare_config  # noqa: E402
+from recare_core.toyworld.experiment import SCHEDULES, experiment_settings, run_experiment  # noqa: E402
 from recare_core.toyworld.world import CARE_VALUE, TARGET_VALUE  # noqa: E402
 
-SCHEDULES: dict[str, dict] = {
-    # The reference step counts (section 2 of the spec) with the toy world's learning rates.
-    "paper": dict(recare=dict(n_rounds=2, erase_steps=200, ti_steps=3000, robust_steps=200, ddim_steps=50),
-                  attack_steps=1000, target_images=64, images_per_prompt=8, sample_steps=25),
-    # The same shape, shortened so that three seeds take about twenty minutes on two CPU cores.
-    "cpu": dict(recare=dict(n_rounds=2, erase_steps=60, ti_steps=300, robust_steps=60, ddim_steps=25),
-                attack_steps=300, target_images=32, images_per_prompt=4, sample_steps=20),
-    # Plumbing only (the CI test's order of magnitude).
-    "smoke": dict(recare=dict(n_rounds=1, erase_steps=4, ti_steps=8, robust_steps=4, ddim_steps=5,
-                              num_adv_concepts=1),
-                  attack_steps=8, target_images=8, images_per_prompt=1, sample_steps=8),
-}
 COLUMNS = (("target_rate", "target ↓"), ("adversarial_rate", "attack ↓"), ("care_rate", "CARE ↑"),
            ("care_clip_score", "CARE (CLIP) ↑"), ("utility", "utility ↑"), ("erase_seconds", "time s"))
 GRID_PROMPTS = (f"a {TARGET_VALUE} {CARE_VALUE}", f"a {CARE_VALUE}")
 GRID_IMAGES = 8
-
-
-def experiment_settings(schedule: str, seed: int, **recare_overrides) -> ExperimentSettings:
-    spec = dict(SCHEDULES[schedule])
-    recare = toy_recare_config(seed, **{**spec.pop("recare"), **recare_overrides})
-    return ExperimentSettings(recare=recare, **spec)
 
 
 def run_seed(job: tuple[Path, str, int, dict, bool]) -> dict:

@@ -73,6 +73,27 @@ def toy_recare_config(seed: int, **overrides) -> ReCAREConfig:
     return ReCAREConfig(**settings)
 
 
+SCHEDULES: dict[str, dict] = {
+    # The reference step counts (section 2 of the spec) with the toy world's learning rates.
+    "paper": dict(recare=dict(n_rounds=2, erase_steps=200, ti_steps=3000, robust_steps=200, ddim_steps=50),
+                  attack_steps=1000, target_images=64, images_per_prompt=8, sample_steps=25),
+    # The same shape, shortened so that three seeds take about twenty minutes on two CPU cores.
+    "cpu": dict(recare=dict(n_rounds=2, erase_steps=60, ti_steps=300, robust_steps=60, ddim_steps=25),
+                attack_steps=300, target_images=32, images_per_prompt=4, sample_steps=20),
+    # Plumbing only (the CI test's order of magnitude).
+    "smoke": dict(recare=dict(n_rounds=1, erase_steps=4, ti_steps=8, robust_steps=4, ddim_steps=5,
+                              num_adv_concepts=1),
+                  attack_steps=8, target_images=8, images_per_prompt=1, sample_steps=8),
+}
+
+
+def experiment_settings(schedule: str, seed: int, **recare_overrides) -> ExperimentSettings:
+    """The settings of a named schedule (:data:`SCHEDULES`) for ``seed``, with ReCARE settings overridden."""
+    spec = dict(SCHEDULES[schedule])
+    recare = toy_recare_config(seed, **{**spec.pop("recare"), **recare_overrides})
+    return ExperimentSettings(recare=recare, **spec)
+
+
 def erased_backend(model: ToyTextToImage, increments: Mapping[str, WeightIncrement] | None) -> TorchBackend:
     """A backend on a copy of ``model`` with ``increments`` added to its weights (the original stays as it is)."""
     copy_ = copy.deepcopy(model)
