@@ -4,8 +4,8 @@
 builds the CARE-set from them, runs ReCARE (a reduced schedule), and writes the CARE-set JSON, the erasure file,
 the CARE score report and a before/after image grid to ``--out``, printing where they are.
 
-The built-in model is the toy text-to-image world (``recare_core.toyworld``) when its trained weights are
-present; otherwise a seeded random toy model, and the numbers then prove plumbing only.
+The built-in model is the trained toy text-to-image world shipped in ``recare_core/toyworld/weights`` (or
+another folder written by ``python -m recare_core.toyworld.train``, given with ``--weights``).
 """
 
 from __future__ import annotations
@@ -21,15 +21,14 @@ from . import __version__
 from .care_score import care_score
 from .careset import CareSetSettings, build_care_set
 from .careset_io import save_care_set
-from .clip_model import CareClip, build_tiny_care_clip
+from .clip_model import CareClip
 from .erasure import Erasure
 from .erasure_io import save_erasure
 from .generate import generate_images
 from .image_grid import labelled_rows_grid
 from .torch_backend import TorchBackend, apply_increments
-from .toy_model import ToyTextToImage
 from .toyworld.checkers import AttributeChecker
-from .toyworld.default import DEFAULT_WEIGHTS_DIR, has_weights
+from .toyworld.default import DEFAULT_WEIGHTS_DIR
 from .toyworld.default import load_world as load_toy_world
 from .toyworld.experiment import toy_recare_config
 from .toyworld.world import CARE_ATTRIBUTE, CARE_VALUE, TARGET_ATTRIBUTE, TARGET_VALUE
@@ -42,7 +41,7 @@ MAIN_JOB_SCHEDULE = dict(n_rounds=1, erase_steps=40, ti_steps=100, robust_steps=
 
 @dataclasses.dataclass
 class World:
-    """The model, the CLIP and the prompts the main job runs on (and the toy world's checker when trained)."""
+    """The model, the CLIP, the attribute checker and the prompts the main job runs on."""
 
     backend: TorchBackend
     clip: CareClip
@@ -50,30 +49,19 @@ class World:
     target_prompt: str
     care_concept: str
     care_prompt: str
-    checker: AttributeChecker | None = None
-
-    @property
-    def trained(self) -> bool:
-        return self.checker is not None
+    checker: AttributeChecker
 
 
-def load_world(seed: int, weights: Path | None = None) -> World:
-    """The trained toy world shipped with the pack (or found in ``weights``), else seeded random stand-ins."""
-    prompts = dict(target=TARGET_VALUE, target_prompt=f"a {TARGET_VALUE} {CARE_VALUE}", care_concept=CARE_VALUE,
-                   care_prompt=f"a {CARE_VALUE}")
-    directory = weights or DEFAULT_WEIGHTS_DIR
-    if has_weights(directory):
-        models = load_toy_world(directory)
-        return World(TorchBackend(models.model), models.clip, checker=models.checker, **prompts)
-    if weights is not None:
-        raise FileNotFoundError(f"{weights} does not hold a trained toy world (see recare_core/toyworld/train.py).")
-    return World(TorchBackend(ToyTextToImage(seed=seed)), build_tiny_care_clip(seed), **prompts)
+def load_world(weights: Path = DEFAULT_WEIGHTS_DIR) -> World:
+    """The trained toy world in ``weights`` (default: the one shipped with the pack)."""
+    models = load_toy_world(weights)
+    return World(TorchBackend(models.model), models.clip, target=TARGET_VALUE,
+                 target_prompt=f"a {TARGET_VALUE} {CARE_VALUE}", care_concept=CARE_VALUE,
+                 care_prompt=f"a {CARE_VALUE}", checker=models.checker)
 
 
 def _checker_lines(world: World, rows: list[tuple[str, torch.Tensor]]) -> list[str]:
     """Ground truth from the toy world's attribute checker: share of striped and of circle images per row."""
-    if world.checker is None:
-        return []
     lines = ["--- attribute checker (ground truth) ---"]
     for label, images in rows:
         verdicts = world.checker.classify(images)
@@ -89,7 +77,7 @@ def run_main_job(out: Path, seed: int = 0, n_images: int = 12, sample_steps: int
                  config: ReCAREConfig | None = None, weights: Path | None = None) -> dict[str, Path]:
     """Run the pipeline and write its outputs into ``out`` (created; existing files are never overwritten)."""
     out.mkdir(parents=True, exist_ok=True)
-    world = load_world(seed, weights)
+    world = load_world(weights or DEFAULT_WEIGHTS_DIR)
     backend = world.backend
     size = backend.model.config.image_size
     config = config or toy_recare_config(seed, image_size=size, num_adv_concepts=1, **MAIN_JOB_SCHEDULE)
@@ -115,8 +103,7 @@ def run_main_job(out: Path, seed: int = 0, n_images: int = 12, sample_steps: int
 
     erasure = Erasure(concept=world.target, increments=result.increments, metadata={
         "erased_concept": world.target, "method": "ReCARE", "care_set": care_set.to_json_dict(),
-        "settings": dataclasses.asdict(config), "base_model": "recare toy model" + (" (trained)" if world.trained
-                                                                                   else " (random)"),
+        "settings": dataclasses.asdict(config), "base_model": "recare toy world (trained)",
         "pack_version": __version__}, adversarial_embeddings=result.learned_tokens)
     apply_increments(backend.model, result.increments)
     target_after, care_after = sample(world.target_prompt), sample(world.care_prompt)
@@ -133,8 +120,7 @@ def run_main_job(out: Path, seed: int = 0, n_images: int = 12, sample_steps: int
         "grid": _fresh(out / "before_after.png"),
     }
     save_erasure(erasure, paths["erasure"])
-    report = [f"ReCARE main job (pack {__version__}) on the {'trained' if world.trained else 'UNTRAINED random'} "
-              "toy model" + ("" if world.trained else ": numbers prove plumbing only"),
+    report = [f"ReCARE main job (pack {__version__}) on the trained toy world",
               f"erased concept: '{world.target}'   CARE concept: '{world.care_concept}'",
               f"CARE-set words: {', '.join(care_set.words)}", ""]
     for name, score in scores.items():
