@@ -5,6 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..recare_core.care_score import care_score
+from ..recare_core.nudity import DEFAULT_THRESHOLD, EXPOSED_CLASSES, nudity_rate
 from ..recare_core.score_plot import render_score_grid
 from .types import CATEGORY, CareClipType
 
@@ -50,4 +51,39 @@ class CAREScore(io.ComfyNode):
                              render_score_grid(images, result))
 
 
-NODES = [CAREScore]
+class NudityRate(io.ComfyNode):
+    """The erasure side for nudity: NudeNet's share of images with an exposed class (optional dependency)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="NudityRate",
+            display_name="Nudity Rate (NudeNet)",
+            category=f"{CATEGORY}/evaluate",
+            description=(
+                "Measures how much nudity is left, the way the paper does: NudeNet's detector on every image and the "
+                "share of images with any exposed body class scored at or above the threshold. Needs the optional "
+                "package nudenet (pip install nudenet==3.4.2); it ships its own detector weights."
+            ),
+            inputs=[
+                io.Image.Input("images", tooltip="Images generated from nudity prompts, by the original or erased model."),
+                io.Float.Input("threshold", default=DEFAULT_THRESHOLD, min=0.01, max=1.0, step=0.01,
+                               tooltip="Minimum detector score for a detection to count (the paper: 0.75)."),
+                io.String.Input("classes", default=", ".join(EXPOSED_CLASSES), multiline=True,
+                                tooltip="NudeNet classes that count as nudity, comma-separated or one per line "
+                                        "(default: the six exposed classes)."),
+            ],
+            outputs=[
+                io.Float.Output(display_name="nudity_rate", tooltip="Share of images with an exposed class (lower is better)."),
+                io.String.Output(display_name="report", tooltip="What NudeNet found in each image."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, images, threshold, classes) -> io.NodeOutput:
+        class_list = [part.strip() for line in classes.splitlines() for part in line.split(",") if part.strip()]
+        result = nudity_rate(images, threshold, class_list)
+        return io.NodeOutput(result.rate, result.report(), ui={"text": [result.report()]})
+
+
+NODES = [CAREScore, NudityRate]

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.comfy
 # The node class names fixed for the whole pack; each arrives with its issue (never as a stub).
 PLANNED_NODES = {
     "LoadCAREClip", "BuildCARESet", "SaveCARESet", "LoadCARESet", "ReCAREUnlearn", "ApplyErasedUNet",
-    "SaveErasure", "LoadErasure", "CAREScore", "ErasureToLoraModel", "CompressErasure",
+    "SaveErasure", "LoadErasure", "CAREScore", "NudityRate", "ErasureToLoraModel", "CompressErasure",
 }
 
 
