@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from recare_core.generate import generate_images  # noqa: E402
 from recare_core.image_grid import labelled_rows_grid  # noqa: E402
 from recare_core.toyworld.default import DEFAULT_WEIGHTS_DIR, load_world  # noqa: E402
-from recare_core.toyworld.experiment import SCHEDULES, experiment_settings, run_experiment  # noqa: E402
+from recare_core.toyworld.experiment import METHODS, SCHEDULES, experiment_settings, run_experiment  # noqa: E402
 from recare_core.toyworld.world import CARE_VALUE, TARGET_VALUE  # noqa: E402
 
 COLUMNS = (("target_rate", "target ↓"), ("adversarial_rate", "attack ↓"), ("care_rate", "CARE ↑"),
@@ -44,9 +44,9 @@ GRID_PROMPTS = (f"a {TARGET_VALUE} {CARE_VALUE}", f"a {CARE_VALUE}")
 GRID_IMAGES = 8
 
 
-def run_seed(job: tuple[Path, str, int, dict, bool]) -> dict:
+def run_seed(job: tuple[Path, str, int, dict, dict, tuple[str, ...], bool]) -> dict:
     """One seed in a worker: the experiment's figures, plus grid images when asked."""
-    weights, schedule, seed, overrides, with_grid = job
+    weights, schedule, seed, overrides, esd, methods, with_grid = job
     torch.set_num_threads(1)
     models = load_world(weights)
     grid: dict[str, list] = {}
@@ -59,7 +59,8 @@ def run_seed(job: tuple[Path, str, int, dict, bool]) -> dict:
                 grid[f"{name}: {prompt}"] = images.numpy().tolist()
 
     start = time.perf_counter()
-    result = run_experiment(models, experiment_settings(schedule, seed, **overrides), seed,
+    settings = dataclasses.replace(experiment_settings(schedule, seed, **overrides), **esd)
+    result = run_experiment(models, settings, seed, methods=methods,
                             log=lambda message: print(f"[{time.perf_counter() - start:6.0f}s] {message}", flush=True),
                             on_model=keep_images)
     result["grid"] = grid
@@ -108,17 +109,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="seeds run in parallel (one CPU thread each)")
     parser.add_argument("--erase-lr", type=float, default=None, help="override the toy world's stage-1 lr")
     parser.add_argument("--robust-lr", type=float, default=None, help="override the toy world's stage-2 lr")
+    parser.add_argument("--esd-lr", type=float, default=None, help="plain ESD's lr (default: ReCARE's stage-1 lr)")
+    parser.add_argument("--esd-guidance", type=float, default=None,
+                        help="plain ESD's negative guidance s (default: ReCARE's, 2; the ESD paper's eta=1 is s=3)")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods to run")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/toyworld"))
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in (("erase_lr", args.erase_lr), ("robust_lr", args.robust_lr)) if v is not None}
-    jobs = [(args.weights, args.schedule, seed, overrides, index == 0) for index, seed in enumerate(args.seeds)]
+    esd = dict(esd_lr=args.esd_lr, esd_guidance=args.esd_guidance)
+    jobs = [(args.weights, args.schedule, seed, overrides, esd, tuple(args.methods), index == 0)
+            for index, seed in enumerate(args.seeds)]
     start = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(max(1, min(args.jobs, len(jobs)))) as pool:
         results = pool.map(run_seed, jobs)
     wall = time.perf_counter() - start
     summary = summarise(results)
     table = markdown_table(summary, args.seeds)
-    settings = dataclasses.asdict(experiment_settings(args.schedule, args.seeds[0], **overrides))
+    settings = dataclasses.asdict(dataclasses.replace(
+        experiment_settings(args.schedule, args.seeds[0], **overrides), **esd))
     folder = fresh_folder(args.out, args.schedule)
     grid = results[0].pop("grid")
     for result in results[1:]:
@@ -130,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     (folder / "table.md").write_text(table + "\n", encoding="utf-8")
     print(table)
     for result in results:
-        print(f"seed {result['seed']} CARE-set: {', '.join(result.get('care_set', []))}")
+        if "care_set" in result:
+            print(f"seed {result['seed']} CARE-set: {', '.join(result['care_set'])}")
     print(f"wall time {wall:.0f}s; results, table and grid in {folder}")
     return 0
 

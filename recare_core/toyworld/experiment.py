@@ -56,6 +56,8 @@ class ExperimentSettings:
     guidance_scale: float = 5.0
     attack_steps: int = 1000
     attack_lr: float = 5e-3
+    esd_lr: float | None = None  # plain ESD's learning rate; None: ReCARE's stage-1 rate (``recare.erase_lr``)
+    esd_guidance: float | None = None  # plain ESD's negative guidance; None: ReCARE's (``recare.negative_guidance``)
     care_set: CareSetSettings = field(default_factory=CareSetSettings)
 
     def to_dict(self) -> dict:
@@ -118,6 +120,12 @@ def esd_steps(config: ReCAREConfig) -> int:
     """ESD's step count: ReCARE's whole stage-1 erase budget (``n_rounds * erase_steps``) in one run, so that
     both methods push on the target equally long."""
     return max(1, config.n_rounds) * config.erase_steps
+
+
+def esd_config(config: ReCAREConfig, settings: ExperimentSettings) -> ReCAREConfig:
+    """ReCARE's settings with plain ESD's own learning rate and negative guidance where the settings give them."""
+    return dataclasses.replace(config, erase_lr=settings.esd_lr or config.erase_lr,
+                               negative_guidance=settings.esd_guidance or config.negative_guidance)
 
 
 def esd_erase(backend: TorchBackend, config: ReCAREConfig, progress: ProgressCallback | None = None
@@ -219,9 +227,10 @@ def run_experiment(models: ToyWorldModels, settings: ExperimentSettings, seed: i
     if "original" in methods:
         finish("original", original, 0.0)
     if "esd" in methods:
-        say(f"seed {seed}: plain ESD, {esd_steps(config)} steps")
+        say(f"seed {seed}: plain ESD, {esd_steps(config)} steps, lr {esd_config(config, settings).erase_lr:g}, "
+            f"negative guidance {esd_config(config, settings).negative_guidance:g}")
         start = time.perf_counter()
-        increments = esd_erase(original, config)
+        increments = esd_erase(original, esd_config(config, settings))
         finish("esd", erased_backend(models.model, increments), time.perf_counter() - start)
     if "recare" in methods:
         say(f"seed {seed}: ReCARE (CARE-set from {target_images.shape[0]} target images, then unlearning)")
