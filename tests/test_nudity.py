@@ -76,3 +76,17 @@ def test_missing_nudenet_says_what_to_install(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", refuse_nudenet)
     with pytest.raises(NudeNetMissingError, match="pip install nudenet"):
         nudity_rate(torch.zeros(1, 8, 8, 3))
+
+
+@pytest.mark.comfy
+def test_nudity_rate_node_runs_in_a_live_comfyui(comfy_server, detector):
+    graph = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 2, "color": 0x808080}},
+        "2": {"class_type": "NudityRate", "inputs": {"images": ["1", 0], "threshold": 0.75,
+                                                     "classes": ", ".join(EXPOSED_CLASSES)}},
+        "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}},
+        "4": {"class_type": "PreviewAny", "inputs": {"source": ["2", 1]}},
+    }
+    entry = comfy_server.run_graph(graph)
+    assert entry["outputs"]["3"]["text"][0] == "0.0"
+    assert "0 of 2 images" in entry["outputs"]["4"]["text"][0]
