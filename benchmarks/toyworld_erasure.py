@@ -90,13 +90,13 @@ def markdown_table(summary: dict[str, dict[str, tuple[float, float]]], seeds: li
     return "\n".join(lines)
 
 
-def fresh_folder(root: Path, schedule: str) -> Path:
-    """A new ``root/<schedule>_<n>`` folder: earlier results are never overwritten."""
+def fresh_folder(root: Path, stem: str) -> Path:
+    """A new ``root/<stem>_<n>`` folder: earlier results are never overwritten."""
     root.mkdir(parents=True, exist_ok=True)
     counter = 1
-    while (root / f"{schedule}_{counter}").exists():
+    while (root / f"{stem}_{counter}").exists():
         counter += 1
-    folder = root / f"{schedule}_{counter}"
+    folder = root / f"{stem}_{counter}"
     folder.mkdir()
     return folder
 

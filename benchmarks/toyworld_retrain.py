@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from recare_core.toyworld.default import CHECKER_FILE, CLIP_DIR, CLIP_FILE, DEFAULT_WEIGHTS_DIR, T2I_FILE, \
     load_report  # noqa: E402
 from recare_core.toyworld.train import PARTS, train_world  # noqa: E402
+from toyworld_erasure import fresh_folder  # noqa: E402  (the sibling script in this folder)
 
 PART_FILES = {"checker": CHECKER_FILE, "clip": f"{CLIP_DIR}/{CLIP_FILE}", "t2i": T2I_FILE}
 # (report path, label) of every quality figure compared, by part.
@@ -54,15 +55,6 @@ def same_tensors(first: Path, second: Path) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
 
 
-def fresh_folder(root: Path) -> Path:
-    """A new ``root/retrain_<n>`` folder."""
-    root.mkdir(parents=True, exist_ok=True)
-    counter = 1
-    while (root / f"retrain_{counter}").exists():
-        counter += 1
-    return root / f"retrain_{counter}"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shipped", type=Path, default=DEFAULT_WEIGHTS_DIR, help="weights folder to compare with")
@@ -73,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := [p for p in parts if p not in PARTS]:
         parser.error(f"unknown part(s) {unknown}; choose among {', '.join(PARTS)}")
     shipped = load_report(args.shipped)
-    folder = fresh_folder(args.out)
+    folder = fresh_folder(args.out, "retrain")
     torch.set_num_threads(1)
     start = time.perf_counter()
     fresh = train_world(folder, parts, shipped["seed"], shipped["checker"]["steps"], shipped["clip"]["config"]["steps"],

@@ -10,6 +10,11 @@ from ..recare_core.score_plot import render_score_grid
 from .types import CATEGORY, CareClipType
 
 
+def _split_list(text: str) -> list[str]:
+    """Entries of a multiline widget: one per line or comma-separated, blanks dropped."""
+    return [part.strip() for line in text.splitlines() for part in line.split(",") if part.strip()]
+
+
 class CAREScore(io.ComfyNode):
     """Zero-shot CLIP classification of images against COCO labels plus the CARE concept."""
 
@@ -45,7 +50,7 @@ class CAREScore(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, care_clip, care_concept, labels, use_template, erase_concept="") -> io.NodeOutput:
-        label_list = [part.strip() for line in labels.splitlines() for part in line.split(",") if part.strip()]
+        label_list = _split_list(labels)
         result = care_score(care_clip, images, care_concept, label_list or None, use_template, erase_concept or None)
         return io.NodeOutput(result.care_score, result.mean_care_similarity, result.report(),
                              render_score_grid(images, result))
@@ -81,8 +86,7 @@ class NudityRate(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, threshold, classes) -> io.NodeOutput:
-        class_list = [part.strip() for line in classes.splitlines() for part in line.split(",") if part.strip()]
-        result = nudity_rate(images, threshold, class_list)
+        result = nudity_rate(images, threshold, _split_list(classes))
         return io.NodeOutput(result.rate, result.report(), ui={"text": [result.report()]})
 
 

@@ -36,7 +36,7 @@ from .unlearn import ReCAREConfig, run_recare
 
 
 MAIN_JOB_SCHEDULE = dict(n_rounds=1, erase_steps=40, ti_steps=100, robust_steps=60, ddim_steps=10)
-"""The reduced ReCARE schedule of the main job (the toy world's learning rates; see ``toy_recare_config``)."""
+"""The reduced ReCARE schedule of the main job (every other setting from ``toy_recare_config``)."""
 
 
 @dataclasses.dataclass
@@ -74,10 +74,10 @@ def _checker_lines(world: World, rows: list[tuple[str, torch.Tensor]]) -> list[s
 
 
 def run_main_job(out: Path, seed: int = 0, n_images: int = 12, sample_steps: int = 20,
-                 config: ReCAREConfig | None = None, weights: Path | None = None) -> dict[str, Path]:
+                 config: ReCAREConfig | None = None, weights: Path = DEFAULT_WEIGHTS_DIR) -> dict[str, Path]:
     """Run the pipeline and write its outputs into ``out`` (created; existing files are never overwritten)."""
     out.mkdir(parents=True, exist_ok=True)
-    world = load_world(weights or DEFAULT_WEIGHTS_DIR)
+    world = load_world(weights)
     backend = world.backend
     size = backend.model.config.image_size
     config = config or toy_recare_config(seed, image_size=size, num_adv_concepts=1, **MAIN_JOB_SCHEDULE)
@@ -131,9 +131,10 @@ def run_main_job(out: Path, seed: int = 0, n_images: int = 12, sample_steps: int
                                      (f"erased, '{world.care_prompt}'", care_after)])
     report += [f"{stage}: {seconds:.1f}s" for stage, seconds in timings.items()]
     paths["report"].write_text("\n".join(report) + "\n", encoding="utf-8")
-    labelled_rows_grid([(f"original: {world.target_prompt}", target_before), (f"erased: {world.target_prompt}", target_after),
-           (f"original: {world.care_prompt}", care_before), (f"erased: {world.care_prompt}", care_after)]
-          ).save(paths["grid"])
+    labelled_rows_grid([(f"original: {world.target_prompt}", target_before),
+                        (f"erased: {world.target_prompt}", target_after),
+                        (f"original: {world.care_prompt}", care_before),
+                        (f"erased: {world.care_prompt}", care_after)]).save(paths["grid"])
     return paths
 
 
@@ -151,7 +152,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("out/main_job"), help="output folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--images", type=int, default=12, help="images per prompt")
-    parser.add_argument("--weights", type=Path, default=None,
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS_DIR,
                         help="a trained toy-world folder (default: the one shipped in recare_core/toyworld/weights)")
     args = parser.parse_args()
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))

@@ -23,16 +23,12 @@ _COMFY_MISSING = (
     "SKIPPED: ComfyUI integration tests — no ComfyUI checkout at $COMFYUI_PATH or ~/ComfyUI "
     "(set COMFYUI_PATH to a ComfyUI v0.3.64+ checkout to run them)"
 )
-_skipped_for_missing_comfy = False
-
 
 @pytest.fixture(scope="session")
 def comfy_root() -> Path:
     """The ComfyUI checkout, importable in this process in CPU mode; skips when there is none."""
-    global _skipped_for_missing_comfy
     root = find_comfyui()
     if root is None:
-        _skipped_for_missing_comfy = True
         pytest.skip(_COMFY_MISSING)
     import_comfy_in_process(root)
     return root
@@ -84,9 +80,6 @@ def _loud_skip_reasons(terminalreporter: Any) -> set[str]:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """End the run with one loud line per test group that could not run (no ComfyUI, no browser)."""
-    reasons = _loud_skip_reasons(terminalreporter)
-    if _skipped_for_missing_comfy:
-        reasons.add(_COMFY_MISSING)
-    for reason in sorted(reasons):
+    """End the run with one loud line per test group that could not run (no ComfyUI, no browser, no NudeNet)."""
+    for reason in sorted(_loud_skip_reasons(terminalreporter)):
         terminalreporter.write_sep("!", reason, red=True, bold=True)

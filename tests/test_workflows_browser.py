@@ -69,10 +69,12 @@ def _screenshot_dir() -> Path:
 
 def _close_first_run_dialog(page) -> None:
     """A fresh user sees the template browser first; close it so screenshots show the graph."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     dialog = page.get_by_text("Get Started with a Template")
     try:
         dialog.wait_for(state="visible", timeout=10_000)
-    except Exception:  # noqa: BLE001 - no first-run dialog in this front-end version
+    except PlaywrightTimeout:  # no first-run dialog in this front-end version
         return
     page.keyboard.press("Escape")
     dialog.wait_for(state="hidden", timeout=10_000)

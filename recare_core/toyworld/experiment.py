@@ -227,10 +227,11 @@ def run_experiment(models: ToyWorldModels, settings: ExperimentSettings, seed: i
     if "original" in methods:
         finish("original", original, 0.0)
     if "esd" in methods:
-        say(f"seed {seed}: plain ESD, {esd_steps(config)} steps, lr {esd_config(config, settings).erase_lr:g}, "
-            f"negative guidance {esd_config(config, settings).negative_guidance:g}")
+        esd = esd_config(config, settings)
+        say(f"seed {seed}: plain ESD, {esd_steps(esd)} steps, lr {esd.erase_lr:g}, "
+            f"negative guidance {esd.negative_guidance:g}")
         start = time.perf_counter()
-        increments = esd_erase(original, esd_config(config, settings))
+        increments = esd_erase(original, esd)
         finish("esd", erased_backend(models.model, increments), time.perf_counter() - start)
     if "recare" in methods:
         say(f"seed {seed}: ReCARE (CARE-set from {target_images.shape[0]} target images, then unlearning)")
