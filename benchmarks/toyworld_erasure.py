@@ -32,8 +32,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recare_core.generate import generate_images  # noqa: E402
-from recare_core.image_grid import labelled_rows_grid  # noqa: E402
+from recare_core.toyworld.generate import generate_images  # noqa: E402
+from recare_core.toyworld.image_grid import labelled_rows_grid  # noqa: E402
 from recare_core.toyworld.default import DEFAULT_WEIGHTS_DIR, load_world  # noqa: E402
 from recare_core.toyworld.experiment import METHODS, SCHEDULES, experiment_settings, run_experiment  # noqa: E402
 from recare_core.toyworld.world import CARE_VALUE, TARGET_VALUE  # noqa: E402

@@ -24,14 +24,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recare_core.backend import DiffusionBackend  # noqa: E402
-from recare_core.stage_erase import erase_stage, robust_erase_stage  # noqa: E402
-from recare_core.textual_inversion import encode_images_once, prepare_images, textual_inversion  # noqa: E402
-from recare_core.toy_model import ToyModelConfig, ToyTextToImage  # noqa: E402
-from recare_core.torch_backend import TorchBackend  # noqa: E402
-from recare_core.training import TrainingRun  # noqa: E402
-from recare_core.unlearn import ReCAREConfig  # noqa: E402
-from recare_core.weight_update import WeightUpdate  # noqa: E402
+from recare_core.training.backend import DiffusionBackend  # noqa: E402
+from recare_core.methods.stage_erase import erase_stage, robust_erase_stage  # noqa: E402
+from recare_core.methods.textual_inversion import encode_images_once, prepare_images, textual_inversion  # noqa: E402
+from recare_core.toyworld.toy_model import ToyModelConfig, ToyTextToImage  # noqa: E402
+from recare_core.toyworld.torch_backend import TorchBackend  # noqa: E402
+from recare_core.training.run import TrainingRun  # noqa: E402
+from recare_core.methods.recare import ReCAREConfig  # noqa: E402
+from recare_core.training.weight_update import WeightUpdate  # noqa: E402
 
 STAGES = ("erase", "ti", "robust")
 KINDS = ("full", "lora")

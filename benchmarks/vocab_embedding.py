@@ -20,8 +20,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recare_core.clip_model import CareClip, load_care_clip  # noqa: E402
-from recare_core.vocabulary import vocabulary_embeddings  # noqa: E402
+from recare_core.careset.clip_model import CareClip, load_care_clip  # noqa: E402
+from recare_core.careset.vocabulary import vocabulary_embeddings  # noqa: E402
 
 
 def random_vit_b_32() -> CareClip:

@@ -11,10 +11,10 @@ from comfy_api.latest import io, ui
 import comfy.model_management
 import folder_paths
 
-from ..recare_core.careset import CONCEPT_TYPES, CareSetSettings, build_care_set
-from ..recare_core.careset_io import FORMATS, load_care_set, save_care_set
-from ..recare_core.careset_plot import render_cluster_map
-from ..recare_core.vocabulary import BuildInterrupted
+from ..recare_core.careset.build import CONCEPT_TYPES, CareSetSettings, build_care_set
+from ..recare_core.careset.io import FORMATS, load_care_set, save_care_set
+from ..recare_core.careset.plot import render_cluster_map
+from ..recare_core.careset.vocabulary import BuildInterrupted
 from .training_context import ComfyProgress, interrupted
 from .types import CATEGORY, CareClipType, CareSetType
 

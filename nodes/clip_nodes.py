@@ -9,7 +9,7 @@ from comfy_api.latest import io
 import comfy.model_management
 import folder_paths
 
-from ..recare_core.clip_model import FROM_CONFIG, clip_architectures, load_care_clip, pretrained_tags
+from ..recare_core.careset.clip_model import FROM_CONFIG, clip_architectures, load_care_clip, pretrained_tags
 from .types import CATEGORY, CareClipType
 
 OPEN_CLIP_FOLDER = "open_clip"

@@ -1,4 +1,4 @@
-"""ComfyUI's MODEL / CLIP / VAE objects as a :class:`recare_core.backend.DiffusionBackend`.
+"""ComfyUI's MODEL / CLIP / VAE objects as a :class:`recare_core.training.backend.DiffusionBackend`.
 
 Only SD1.x is supported so far. The denoiser is ComfyUI's own UNet (``model.model.diffusion_model``), called
 directly in eps space; conditioning comes from ComfyUI's own CLIP. Prompts that carry learned textual-inversion
@@ -17,7 +17,7 @@ from torch import nn
 import comfy.model_management
 import comfy.supported_models
 
-from ..recare_core.train_methods import select_trainable_modules
+from ..recare_core.training.train_methods import select_trainable_modules
 
 SUPPORTED_MODEL_CONFIGS = (comfy.supported_models.SD15,)
 CLIP_CONTEXT_LENGTH = 77
@@ -149,7 +149,7 @@ def _attention(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 class ComfyBackend:
-    """:class:`recare_core.backend.DiffusionBackend` over a ComfyUI MODEL, CLIP and VAE (SD1.x)."""
+    """:class:`recare_core.training.backend.DiffusionBackend` over a ComfyUI MODEL, CLIP and VAE (SD1.x)."""
 
     def __init__(self, model, clip, vae):
         check_supported(model)

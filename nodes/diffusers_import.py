@@ -7,7 +7,7 @@ from __future__ import annotations
 import comfy.utils
 import torch
 
-from ..recare_core.erasure import Erasure, WeightIncrement
+from ..recare_core.erasure.increments import Erasure, WeightIncrement
 from .erasure_patch import ErasureMismatchError
 
 

@@ -10,14 +10,14 @@ import comfy.model_management
 import folder_paths
 from comfy_api.latest import io
 
-from ..recare_core.erasure_io import (
+from ..recare_core.erasure.io import (
     TORCH_EXTENSIONS,
     erasure_to_lora_model,
     load_erasure,
     next_free_path,
     save_erasure,
 )
-from ..recare_core.lora_compress import CompressionStopped, compress_erasure
+from ..recare_core.erasure.lora_compress import CompressionStopped, compress_erasure
 from .diffusers_import import resolve_against_model
 from .erasure_patch import apply_erasure
 from .training_context import ComfyProgress, interrupted

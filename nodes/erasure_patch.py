@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..recare_core.erasure import Erasure
+from ..recare_core.erasure.increments import Erasure
 
 
 class ErasureMismatchError(ValueError):

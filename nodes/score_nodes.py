@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..recare_core.care_score import care_score
-from ..recare_core.nudity import DEFAULT_THRESHOLD, EXPOSED_CLASSES, nudity_rate
-from ..recare_core.score_plot import render_score_grid
+from ..recare_core.scoring.care_score import care_score
+from ..recare_core.scoring.nudity import DEFAULT_THRESHOLD, EXPOSED_CLASSES, nudity_rate
+from ..recare_core.scoring.score_plot import render_score_grid
 from .types import CATEGORY, CareClipType
 
 

@@ -1,8 +1,8 @@
 """Custom ComfyUI socket types shared by every node of the pack.
 
-* ``CARE_SET``  – a :class:`recare_core.careset.CareSet` (CARE words, prompts, statistics, settings).
-* ``ERASURE``   – a :class:`recare_core.erasure.Erasure` (weight deltas plus metadata).
-* ``CARE_CLIP`` – a :class:`recare_core.clip_model.CareClip` (joint image-text CLIP used to build and score).
+* ``CARE_SET``  – a :class:`recare_core.careset.build.CareSet` (CARE words, prompts, statistics, settings).
+* ``ERASURE``   – a :class:`recare_core.erasure.increments.Erasure` (weight deltas plus metadata).
+* ``CARE_CLIP`` – a :class:`recare_core.careset.clip_model.CareClip` (joint image-text CLIP used to build and score).
 """
 
 from comfy_api.latest import io

@@ -11,10 +11,10 @@ import torch
 from comfy_api.latest import io
 
 from ..recare_core import __version__ as PACK_VERSION
-from ..recare_core.erasure import Erasure
-from ..recare_core.loss_plot import render_loss_curves
-from ..recare_core.train_methods import TRAIN_METHODS
-from ..recare_core.unlearn import PRESETS, ReCAREConfig, TrainingInterrupted, run_recare
+from ..recare_core.erasure.increments import Erasure
+from ..recare_core.scoring.loss_plot import render_loss_curves
+from ..recare_core.training.train_methods import TRAIN_METHODS
+from ..recare_core.methods.recare import PRESETS, ReCAREConfig, TrainingInterrupted, run_recare
 from .comfy_backend import ComfyBackend, save_textual_inversion_embedding
 from .erasure_patch import apply_erasure
 from .training_context import ComfyProgress, interrupted, make_weights_autograd_safe, training_mode

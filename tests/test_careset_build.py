@@ -7,16 +7,16 @@ import dataclasses
 import pytest
 import torch
 
-from recare_core.careset import (
+from recare_core.careset.build import (
     KEPT,
     CareSet,
     CareSetInputError,
     CareSetSettings,
     build_care_set,
 )
-from recare_core.careset_plot import render_cluster_map
-from recare_core.clip_model import build_tiny_care_clip
-from recare_core.vocabulary import BuildInterrupted
+from recare_core.careset.plot import render_cluster_map
+from recare_core.careset.clip_model import build_tiny_care_clip
+from recare_core.careset.vocabulary import BuildInterrupted
 
 
 @pytest.fixture(scope="module")

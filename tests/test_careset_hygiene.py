@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import spacy
 
-from recare_core.clip_model import build_tiny_care_clip
-from recare_core.word_hygiene import HygieneError, clean_vocabulary, reference_lemmas, singular
+from recare_core.careset.clip_model import build_tiny_care_clip
+from recare_core.careset.word_hygiene import HygieneError, clean_vocabulary, reference_lemmas, singular
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_nothing_left_is_a_clear_error():
 def test_noun_rule_lemma_is_spacys_rule_lemmatizer(raw_vocabulary):
     from spacy.tokens import Doc
 
-    from recare_core.word_hygiene import noun_rule_lemma
+    from recare_core.careset.word_hygiene import noun_rule_lemma
 
     nlp = spacy.blank("en")
     lemmatizer = nlp.add_pipe("lemmatizer", config={"mode": "rule"})

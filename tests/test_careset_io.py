@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from recare_core.careset import CareCandidate, CareSet, CareSetInputError, ClusterSummary, reference_key
-from recare_core.careset_io import CareSetFileError, load_care_set, save_care_set, write_care_set
+from recare_core.careset.build import CareCandidate, CareSet, CareSetInputError, ClusterSummary, reference_key
+from recare_core.careset.io import CareSetFileError, load_care_set, save_care_set, write_care_set
 
 # What the reference's utils/dictionary.py writes for --reference_word 'Van Gogh' --prompt_style style.
 REFERENCE_STYLE_FILE = {

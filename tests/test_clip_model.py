@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recare_core.clip_model import (
+from recare_core.careset.clip_model import (
     FROM_CONFIG,
     CareClipInputError,
     ClipWeightsError,

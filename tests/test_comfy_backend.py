@@ -112,9 +112,9 @@ def test_learned_token_exported_as_comfyui_embedding_gives_the_same_conditioning
 
 
 def test_gradient_checkpointing_on_comfyui_unet_gives_the_same_gradients(backend):
-    from recare_core.backend import DiffusionBackend
-    from recare_core.checkpointing import gradient_checkpointing
-    from recare_core.weight_update import WeightUpdate
+    from recare_core.training.backend import DiffusionBackend
+    from recare_core.training.checkpointing import gradient_checkpointing
+    from recare_core.training.weight_update import WeightUpdate
 
     assert isinstance(backend, DiffusionBackend)
     layers = backend.trainable_modules("noxattn")

@@ -8,7 +8,7 @@ import importlib
 import pytest
 import torch
 
-from recare_core.unlearn import ReCAREConfig
+from recare_core.methods.recare import ReCAREConfig
 
 pytestmark = pytest.mark.comfy
 
@@ -39,7 +39,7 @@ def test_run_recare_on_comfy_objects_trains_and_leaves_the_input_model_untouched
                                                                                  models_loaded_like_comfyui):
     model, clip, vae = models_loaded_like_comfyui
     backend_mod, context, unlearn = _pack("nodes.comfy_backend"), _pack("nodes.training_context"), \
-        _pack("recare_core.unlearn")
+        _pack("recare_core.methods.recare")
     backend = backend_mod.ComfyBackend(model, clip, vae)
     backend.load()
     before_unet, before_clip = _snapshot(backend.denoiser()), _snapshot(backend.text.clip_l.transformer)
@@ -64,7 +64,7 @@ def test_run_recare_on_comfy_objects_trains_and_leaves_the_input_model_untouched
 def test_interrupt_mid_training_leaves_the_model_unchanged(recare_pack, models_loaded_like_comfyui):
     model, clip, vae = models_loaded_like_comfyui
     backend_mod, context, unlearn = _pack("nodes.comfy_backend"), _pack("nodes.training_context"), \
-        _pack("recare_core.unlearn")
+        _pack("recare_core.methods.recare")
     backend = backend_mod.ComfyBackend(model, clip, vae)
     backend.load()
     before = _snapshot(backend.denoiser())

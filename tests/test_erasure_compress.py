@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from recare_core.erasure import Erasure, WeightIncrement
-from recare_core.erasure_io import erasure_to_state_dict, load_erasure, save_erasure
-from recare_core.lora_compress import CompressionStopped, compress_erasure, low_rank_factors
+from recare_core.erasure.increments import Erasure, WeightIncrement
+from recare_core.erasure.io import erasure_to_state_dict, load_erasure, save_erasure
+from recare_core.erasure.lora_compress import CompressionStopped, compress_erasure, low_rank_factors
 
 LINEAR = "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"
 CONV = "diffusion_model.input_blocks.1.0.in_layers.2.weight"

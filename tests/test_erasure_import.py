@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from comfy_harness import GraphError, txt2img_graph
-from recare_core.erasure_io import load_erasure
+from recare_core.erasure.io import load_erasure
 
 pytestmark = pytest.mark.comfy
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from recare_core.erasure import Erasure, WeightIncrement
-from recare_core.erasure_io import (
+from recare_core.erasure.increments import Erasure, WeightIncrement
+from recare_core.erasure.io import (
     ErasureFileError,
     erasure_to_state_dict,
     load_erasure,
@@ -86,7 +86,7 @@ def test_bad_files_give_clear_errors(tmp_path):
 
 def test_header_names_pack_version_and_embeddings_and_lora_model_has_weights_only(tmp_path):
     from recare_core import __version__
-    from recare_core.erasure_io import erasure_to_lora_model
+    from recare_core.erasure.io import erasure_to_lora_model
 
     path = save_erasure(_erasure(), tmp_path / "e.safetensors")
     with safe_open(str(path), framework="pt") as handle:
@@ -121,7 +121,7 @@ def test_diffusers_unet_pt_is_imported_weights_only(tmp_path, wrap):
 def test_diffusers_unet_safetensors_is_imported_and_needs_a_base_model_before_saving(tmp_path):
     from safetensors.torch import save_file
 
-    from recare_core.erasure import NeedsBaseModelError
+    from recare_core.erasure.increments import NeedsBaseModelError
 
     save_file(_diffusers_unet(), str(tmp_path / "diffusion_pytorch_model.safetensors"))
     erasure = load_erasure(tmp_path / "diffusion_pytorch_model.safetensors")

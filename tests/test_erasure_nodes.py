@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from comfy_harness import TINY_CHECKPOINT_NAME, txt2img_graph
-from recare_core.erasure import Erasure, WeightIncrement
-from recare_core.erasure_io import save_erasure
+from recare_core.erasure.increments import Erasure, WeightIncrement
+from recare_core.erasure.io import save_erasure
 
 pytestmark = pytest.mark.comfy
 

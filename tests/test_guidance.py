@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from recare_core.guidance import (
+from recare_core.training.guidance import (
     normalized_compositional_guidance,
     normalized_negative_guidance,
     normalized_update,

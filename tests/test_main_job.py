@@ -7,9 +7,9 @@ import json
 import pytest
 from PIL import Image
 
-from recare_core.erasure_io import load_erasure
-from recare_core.main_job import run_main_job
-from recare_core.unlearn import ReCAREConfig
+from recare_core.erasure.io import load_erasure
+from recare_core.toyworld.main_job import run_main_job
+from recare_core.methods.recare import ReCAREConfig
 
 
 @pytest.mark.slow

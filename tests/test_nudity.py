@@ -9,7 +9,7 @@ import builtins
 import pytest
 import torch
 
-from recare_core.nudity import (
+from recare_core.scoring.nudity import (
     EXPOSED_CLASSES,
     NudeNetMissingError,
     NudityInputError,

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from recare_core.backend import DiffusionBackend
-from recare_core.erasure import WeightIncrement
-from recare_core.toy_model import END_TOKEN, START_TOKEN, ToyModelConfig, ToyTextToImage, word_token_ids
-from recare_core.torch_backend import TorchBackend, apply_increments
+from recare_core.training.backend import DiffusionBackend
+from recare_core.erasure.increments import WeightIncrement
+from recare_core.toyworld.toy_model import END_TOKEN, START_TOKEN, ToyModelConfig, ToyTextToImage, word_token_ids
+from recare_core.toyworld.torch_backend import TorchBackend, apply_increments
 
 
 @pytest.fixture(scope="module")

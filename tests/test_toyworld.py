@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from recare_core.clip_model import FROM_CONFIG, load_care_clip
-from recare_core.toy_model import ToyModelConfig, word_token_ids
+from recare_core.careset.clip_model import FROM_CONFIG, load_care_clip
+from recare_core.toyworld.toy_model import ToyModelConfig, word_token_ids
 from recare_core.toyworld.checkers import AttributeChecker, CheckerConfig, checker_accuracy, degrade
 from recare_core.toyworld.evaluate import (
     CaseResults,

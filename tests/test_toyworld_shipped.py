@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from recare_core.torch_backend import TorchBackend
+from recare_core.toyworld.torch_backend import TorchBackend
 from recare_core.toyworld.checkers import checker_accuracy, render_labelled
 from recare_core.toyworld.default import has_weights, load_report, load_world
 from recare_core.toyworld.train import clip_zero_shot_accuracy, text_to_image_quality

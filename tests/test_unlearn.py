@@ -9,13 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recare_core.guidance import normalized_compositional_guidance
-from recare_core.stage_erase import balanced_draw, robust_erase_stage, training_point
-from recare_core.textual_inversion import encode_images_once, prepare_images, round_image_indices, textual_inversion
-from recare_core.toy_model import ToyModelConfig, ToyTextToImage
-from recare_core.torch_backend import TorchBackend
-from recare_core.training import TrainingRun
-from recare_core.unlearn import (
+from recare_core.training.guidance import normalized_compositional_guidance
+from recare_core.methods.stage_erase import balanced_draw, robust_erase_stage, training_point
+from recare_core.methods.textual_inversion import encode_images_once, prepare_images, round_image_indices, textual_inversion
+from recare_core.toyworld.toy_model import ToyModelConfig, ToyTextToImage
+from recare_core.toyworld.torch_backend import TorchBackend
+from recare_core.training.run import TrainingRun
+from recare_core.methods.recare import (
     EmptyCareSetError,
     NonFiniteLossError,
     ReCAREConfig,
@@ -23,7 +23,7 @@ from recare_core.unlearn import (
     TrainingOutOfMemoryError,
     run_recare,
 )
-from recare_core.weight_update import WeightUpdate
+from recare_core.training.weight_update import WeightUpdate
 
 torch.set_num_threads(1)
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from recare_core.sampling import ddim_timesteps, evaluation_timestep, partial_ddim_sample
+from recare_core.training.sampling import ddim_timesteps, evaluation_timestep, partial_ddim_sample
 
 
 def linear_alphas(num: int = 1000) -> torch.Tensor:

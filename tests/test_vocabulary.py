@@ -7,8 +7,8 @@ import os
 import pytest
 import torch
 
-from recare_core.clip_model import build_tiny_care_clip
-from recare_core.vocabulary import (
+from recare_core.careset.clip_model import build_tiny_care_clip
+from recare_core.careset.vocabulary import (
     CACHE_ENV_VAR,
     BuildInterrupted,
     cache_path,

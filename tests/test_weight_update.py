@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from recare_core.weight_update import WeightUpdate
+from recare_core.training.weight_update import WeightUpdate
 
 
 class SmallNet(nn.Module):

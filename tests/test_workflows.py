@@ -18,10 +18,10 @@ from PIL import Image
 from safetensors import safe_open
 
 from comfy_harness import PACK_ROOT, TINY_CHECKPOINT_NAME
-from recare_core.careset_io import load_care_set
-from recare_core.clip_model import FROM_CONFIG, save_tiny_care_clip
-from recare_core.erasure_io import load_erasure
-from recare_core.vocabulary import CACHE_ENV_VAR
+from recare_core.careset.io import load_care_set
+from recare_core.careset.clip_model import FROM_CONFIG, save_tiny_care_clip
+from recare_core.erasure.io import load_erasure
+from recare_core.careset.vocabulary import CACHE_ENV_VAR
 from workflow_format import (
     FRONTEND_ONLY_TYPES,
     check_workflow,

@@ -14,8 +14,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..clip_model import FROM_CONFIG, CareClip, load_care_clip
-from ..toy_model import ToyTextToImage
+from ..careset.clip_model import FROM_CONFIG, CareClip, load_care_clip
+from .toy_model import ToyTextToImage
 from .checkers import AttributeChecker
 
 DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"

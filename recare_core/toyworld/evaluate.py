@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from ..generate import generate_images
+from .generate import generate_images
 from .checkers import AttributeChecker
 from .world import (
     ATTRIBUTES,
@@ -126,7 +126,7 @@ class CaseResults:
 def generate_cases(backend, checker: AttributeChecker, cases: Sequence[PromptCase], images_per_prompt: int,
                    seed: int, steps: int = 25, guidance_scale: float = 5.0) -> CaseResults:
     """Generate ``images_per_prompt`` images per case (seeds ``seed + i``, the same for every prompt) with a
-    :class:`~recare_core.torch_backend.TorchBackend` and check their attributes."""
+    :class:`~recare_core.toyworld.torch_backend.TorchBackend` and check their attributes."""
     if not cases or images_per_prompt < 1:
         raise ValueError("Give at least one prompt and one image per prompt.")
     prompts = [case.prompt for case in cases for _ in range(images_per_prompt)]

@@ -20,8 +20,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..clip_model import CareClip
-from ..torch_backend import TorchBackend
+from ..careset.clip_model import CareClip
+from .torch_backend import TorchBackend
 from .checkers import AttributeChecker, train_checker
 from .default import CHECKER_FILE, CLIP_DIR, CLIP_FILE, REPORT_FILE, T2I_FILE, load_checker, load_clip, \
     load_text_to_image

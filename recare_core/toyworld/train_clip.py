@@ -1,5 +1,5 @@
 """Contrastive training of a tiny open_clip model on the co-occurrence world, so that the pack's own
-CARE-set construction and CARE score (:class:`recare_core.clip_model.CareClip`) run on it unchanged.
+CARE-set construction and CARE score (:class:`recare_core.careset.clip_model.CareClip`) run on it unchanged.
 
 Images go through :meth:`CareClip.preprocess_images` and captions through its CLIP BPE tokenizer, exactly as at
 inference. Identical captions in a batch (``a circle`` twice) are all positives of each other (soft targets).
@@ -9,7 +9,7 @@ CLIP trained on this world alone would leave the ~49,000 entries it never saw at
 close to the images. So each step also draws ``distractor_words`` random vocabulary entries (not world words,
 embedded as the CARE-set vocabulary is: the ``</w>``-stripped entry) as extra negatives of every image.
 The model is saved in the layout of an open_clip Hugging Face repository (``open_clip_config.json`` +
-``open_clip_model.safetensors``), which :func:`recare_core.clip_model.load_care_clip` reads with
+``open_clip_model.safetensors``), which :func:`recare_core.careset.clip_model.load_care_clip` reads with
 ``arch=FROM_CONFIG``.
 """
 
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..clip_model import CONFIG_FILE_NAME, CareClip
+from ..careset.clip_model import CONFIG_FILE_NAME, CareClip
 from .render import render_batch
 from .world import CaptionStyle, random_caption, sample_scene, vocabulary_words
 

@@ -1,4 +1,4 @@
-"""Training of the toy text-to-image model (:class:`recare_core.toy_model.ToyTextToImage`) on the co-occurrence
+"""Training of the toy text-to-image model (:class:`recare_core.toyworld.toy_model.ToyTextToImage`) on the co-occurrence
 world: standard DDPM eps-prediction loss, fresh renders every step, caption dropout for classifier-free
 guidance, AdamW with warm-up and cosine decay, and an exponential moving average of the weights (the EMA weights
 are the result). Seeded: the same config gives the same weights on the same machine and torch build."""
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..toy_model import ToyModelConfig, ToyTextToImage
+from .toy_model import ToyModelConfig, ToyTextToImage
 from .render import render_batch
 from .world import CaptionStyle, random_caption, sample_scene
 

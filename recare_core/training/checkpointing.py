@@ -1,6 +1,6 @@
 """Optional gradient checkpointing of a denoiser's blocks, without touching the denoiser's code.
 
-The backend names the blocks (:meth:`~recare_core.backend.DiffusionBackend.checkpoint_blocks`). Each gets an
+The backend names the blocks (:meth:`~recare_core.training.backend.DiffusionBackend.checkpoint_blocks`). Each gets an
 instance-level ``forward`` that runs the original under :func:`torch.utils.checkpoint.checkpoint` (non-reentrant,
 so the weight update's forward hooks and autocast are replayed faithfully) whenever gradients are recorded; the
 activations inside a block are then recomputed during backward instead of being kept.

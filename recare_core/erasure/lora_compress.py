@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from .erasure import Erasure, WeightIncrement
+from .increments import Erasure, WeightIncrement
 
 
 class CompressionStopped(RuntimeError):

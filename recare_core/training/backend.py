@@ -1,7 +1,7 @@
 """The one interface through which the core reaches a text-to-image diffusion model.
 
 ComfyUI's MODEL/CLIP/VAE objects are one implementation (``nodes/comfy_backend.py``); a plain torch model is
-another (``recare_core/torch_backend.py``). Everything the method needs goes through these few calls, so the
+another (``recare_core/toyworld/torch_backend.py``). Everything the method needs goes through these few calls, so the
 method can be tested and benchmarked without ComfyUI.
 
 Conventions
@@ -17,7 +17,7 @@ Conventions
 What training relies on
 -----------------------
 * The core freezes the denoiser's own parameters for the run and trains an update held in forward hooks on the
-  layers of :meth:`trainable_modules` (:class:`recare_core.weight_update.WeightUpdate`), so those layers must be
+  layers of :meth:`trainable_modules` (:class:`recare_core.training.weight_update.WeightUpdate`), so those layers must be
   called through ``nn.Module.__call__`` and :meth:`predict_noise` must keep the autograd graph (no ``no_grad`` /
   ``inference_mode`` inside; ``torch.inference_mode(False)`` is opened by the core). It may run under
   ``torch.autocast`` on CUDA.
@@ -59,7 +59,7 @@ class DiffusionBackend(Protocol):
 
     def trainable_modules(self, method: str) -> dict[str, nn.Module]:
         """``nn.Linear`` / ``nn.Conv2d`` layers of :meth:`denoiser` selected by a train method (``noxattn``,
-        ``xattn``, ``selfattn``, ``full``; see :mod:`recare_core.train_methods`), keyed by their parameter-name
+        ``xattn``, ``selfattn``, ``full``; see :mod:`recare_core.training.train_methods`), keyed by their parameter-name
         prefix in the model's own state dict; erasure increments are keyed ``<prefix>.weight`` / ``.bias``."""
 
     def checkpoint_blocks(self) -> Sequence[nn.Module]:

@@ -9,11 +9,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .guidance import normalized_compositional_guidance, normalized_negative_guidance
-from .sampling import evaluation_timestep, partial_ddim_sample
-from .training import TrainingRun, describe_stage
-from .unlearn_config import ReCAREConfig
-from .weight_update import WeightUpdate
+from ..training.guidance import normalized_compositional_guidance, normalized_negative_guidance
+from ..training.sampling import evaluation_timestep, partial_ddim_sample
+from ..training.run import TrainingRun, describe_stage
+from .recare_config import ReCAREConfig
+from ..training.weight_update import WeightUpdate
 
 
 def balanced_draw(items: Sequence[str], count: int, rng: np.random.Generator) -> list[str]:

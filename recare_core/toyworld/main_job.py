@@ -1,6 +1,6 @@
 """The main job, headless: the whole ReCARE pipeline on the pack's built-in tiny model, on a CPU in minutes.
 
-``python -m recare_core.main_job --out out/main_job`` generates images of the target with the original model,
+``python -m recare_core.toyworld.main_job --out out/main_job`` generates images of the target with the original model,
 builds the CARE-set from them, runs ReCARE (a reduced schedule), and writes the CARE-set JSON, the erasure file,
 the CARE score report and a before/after image grid to ``--out``, printing where they are.
 
@@ -17,22 +17,22 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
-from .care_score import care_score
-from .careset import CareSetSettings, build_care_set
-from .careset_io import save_care_set
-from .clip_model import CareClip
-from .erasure import Erasure
-from .erasure_io import save_erasure
+from .. import __version__
+from ..scoring.care_score import care_score
+from ..careset.build import CareSetSettings, build_care_set
+from ..careset.io import save_care_set
+from ..careset.clip_model import CareClip
+from ..erasure.increments import Erasure
+from ..erasure.io import save_erasure
 from .generate import generate_images
 from .image_grid import labelled_rows_grid
 from .torch_backend import TorchBackend, apply_increments
-from .toyworld.checkers import AttributeChecker
-from .toyworld.default import DEFAULT_WEIGHTS_DIR
-from .toyworld.default import load_world as load_toy_world
-from .toyworld.experiment import toy_recare_config
-from .toyworld.world import CARE_ATTRIBUTE, CARE_VALUE, TARGET_ATTRIBUTE, TARGET_VALUE
-from .unlearn import ReCAREConfig, run_recare
+from .checkers import AttributeChecker
+from .default import DEFAULT_WEIGHTS_DIR
+from .default import load_world as load_toy_world
+from .experiment import toy_recare_config
+from .world import CARE_ATTRIBUTE, CARE_VALUE, TARGET_ATTRIBUTE, TARGET_VALUE
+from ..methods.recare import ReCAREConfig, run_recare
 
 
 MAIN_JOB_SCHEDULE = dict(n_rounds=1, erase_steps=40, ti_steps=100, robust_steps=60, ddim_steps=10)

@@ -6,8 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .sampling import TIMESTEP_MAPPINGS
-from .weight_update import UPDATE_KINDS
+from ..training.sampling import TIMESTEP_MAPPINGS
+from ..training.weight_update import UPDATE_KINDS
 
 CONCEPT_TYPES: tuple[str, ...] = ("object", "style", "person")
 

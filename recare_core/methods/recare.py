@@ -1,10 +1,10 @@
-"""ReCARE unlearning end to end (spec section 2) against any :class:`~recare_core.backend.DiffusionBackend`.
+"""ReCARE unlearning end to end (spec section 2) against any :class:`~recare_core.training.backend.DiffusionBackend`.
 
 Stage 1, for each round: erase the current concept (ESD, normalised negative guidance), then learn an adversarial
 token on the erased model by textual inversion; the next round erases that token, its teacher being the model
 erased so far. Stage 2 restarts from the original weights and erases the concept together with the first
 ``num_adv_concepts`` learned tokens, anchored on and retaining the CARE-set. The model's own weights are never
-changed: the update lives in hooks (:class:`~recare_core.weight_update.WeightUpdate`) that are removed before
+changed: the update lives in hooks (:class:`~recare_core.training.weight_update.WeightUpdate`) that are removed before
 returning, also on error or interruption; the result carries the stage-2 update as erasure increments.
 """
 
@@ -17,9 +17,9 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from .backend import DiffusionBackend
-from .checkpointing import gradient_checkpointing
-from .erasure import WeightIncrement
+from ..training.backend import DiffusionBackend
+from ..training.checkpointing import gradient_checkpointing
+from ..erasure.increments import WeightIncrement
 from .stage_erase import erase_stage, robust_erase_stage
 from .textual_inversion import (
     adversarial_token_name,
@@ -28,7 +28,7 @@ from .textual_inversion import (
     round_image_indices,
     textual_inversion,
 )
-from .training import (
+from ..training.run import (
     NonFiniteLossError,
     ProgressCallback,
     StageRecord,
@@ -38,8 +38,8 @@ from .training import (
     TrainingRun,
     out_of_memory_as_error,
 )
-from .unlearn_config import CONCEPT_TYPES, PRESETS, ReCAREConfig
-from .weight_update import WeightUpdate
+from .recare_config import CONCEPT_TYPES, PRESETS, ReCAREConfig
+from ..training.weight_update import WeightUpdate
 
 __all__ = [
     "CONCEPT_TYPES", "PRESETS", "NonFiniteLossError", "ReCAREConfig", "ReCAREResult", "TrainingInterrupted",

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .training import TrainingRun, describe_stage
-from .unlearn_config import ReCAREConfig
+from ..training.run import TrainingRun, describe_stage
+from .recare_config import ReCAREConfig
 
 OBJECT_TEMPLATES = [
     "a photo of a {}", "a rendering of a {}", "a cropped photo of the {}", "the photo of a {}",

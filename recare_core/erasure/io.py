@@ -33,8 +33,8 @@ from typing import Any
 
 import torch
 
-from . import __version__ as PACK_VERSION
-from .erasure import Erasure, WeightIncrement
+from .. import __version__ as PACK_VERSION
+from .increments import Erasure, WeightIncrement
 
 FORMAT = "recare-erasure/1"
 EMBEDDING_PREFIX = "recare.embedding."

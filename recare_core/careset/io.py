@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from .careset import CareSet, CareSetInputError
+from .build import CareSet, CareSetInputError
 
 FORMATS = ("recare", "reference")
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .erasure import WeightIncrement
+from ..erasure.increments import WeightIncrement
 
 UpdateKind = Literal["full", "lora"]
 UPDATE_KINDS: tuple[str, ...] = ("full", "lora")

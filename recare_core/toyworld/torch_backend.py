@@ -1,7 +1,7 @@
-"""The tiny plain-torch model (:mod:`recare_core.toy_model`) as a :class:`~recare_core.backend.DiffusionBackend`.
+"""The tiny plain-torch model (:mod:`recare_core.toyworld.toy_model`) as a :class:`~recare_core.training.backend.DiffusionBackend`.
 
 Used by the tests and benchmarks: the whole method runs on it without ComfyUI. Increment keys are parameter
-names of :class:`~recare_core.toy_model.ToyTextToImage`'s state dict (``unet.<module>.weight``).
+names of :class:`~recare_core.toyworld.toy_model.ToyTextToImage`'s state dict (``unet.<module>.weight``).
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from .erasure import WeightIncrement
+from ..erasure.increments import WeightIncrement
 from .toy_model import ToyTextToImage
-from .train_methods import select_trainable_modules
+from ..training.train_methods import select_trainable_modules
 
 
 class TorchBackend:

@@ -7,8 +7,8 @@ from typing import Sequence
 
 import torch
 
-from .backend import DiffusionBackend
-from .sampling import partial_ddim_sample
+from ..training.backend import DiffusionBackend
+from ..training.sampling import partial_ddim_sample
 
 
 @torch.no_grad()
@@ -38,7 +38,7 @@ def generate_latents(backend: DiffusionBackend, prompts: Sequence[str], seeds: S
 
 def generate_images(backend, prompts: Sequence[str], seeds: Sequence[int], steps: int = 25,
                     guidance_scale: float = 5.0) -> torch.Tensor:
-    """Images ``(B, H, W, 3)`` in [0, 1] from a pixel-space :class:`~recare_core.torch_backend.TorchBackend`."""
+    """Images ``(B, H, W, 3)`` in [0, 1] from a pixel-space :class:`~recare_core.toyworld.torch_backend.TorchBackend`."""
     model = backend.model
     latents = generate_latents(backend, prompts, seeds, model.config.image_size, steps, guidance_scale)
     return model.latents_to_images(latents).cpu()

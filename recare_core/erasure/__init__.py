@@ -1,0 +1,1 @@
+"""Erasures as artifacts: weight increments, safetensors files, LoRA compression."""

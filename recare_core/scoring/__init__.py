@@ -1,0 +1,1 @@
+"""Scores and their plots: CARE score, nudity rate, loss curves."""
