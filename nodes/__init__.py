@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from comfy_api.latest import ComfyExtension, io
+from comfy_api.v0_0_2 import ComfyExtension, io
 
 from . import careset_nodes, clip_nodes, erasure_nodes, score_nodes, unlearn_nodes
 

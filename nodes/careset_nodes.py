@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from comfy_api.latest import io, ui
+from comfy_api.v0_0_2 import io, ui
 
 import comfy.model_management
 import folder_paths

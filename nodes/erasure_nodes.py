@@ -8,7 +8,7 @@ import os
 
 import comfy.model_management
 import folder_paths
-from comfy_api.latest import io
+from comfy_api.v0_0_2 import io
 
 from ..recare_core.erasure.io import (
     TORCH_EXTENSIONS,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from comfy_api.latest import io
+from comfy_api.v0_0_2 import io
 
 from ..recare_core.scoring.care_score import care_score
 from ..recare_core.scoring.nudity import DEFAULT_THRESHOLD, EXPOSED_CLASSES, nudity_rate

@@ -5,7 +5,7 @@
 * ``CARE_CLIP`` – a :class:`recare_core.careset.clip_model.CareClip` (joint image-text CLIP used to build and score).
 """
 
-from comfy_api.latest import io
+from comfy_api.v0_0_2 import io
 
 CareSetType = io.Custom("CARE_SET")
 ErasureType = io.Custom("ERASURE")

@@ -8,7 +8,7 @@ import re
 import comfy.model_management
 import folder_paths
 import torch
-from comfy_api.latest import io
+from comfy_api.v0_0_2 import io
 
 from ..recare_core import __version__ as PACK_VERSION
 from ..recare_core.erasure.increments import Erasure
@@ -18,6 +18,7 @@ from ..recare_core.methods.recare import PRESETS, ReCAREConfig, TrainingInterrup
 from .comfy_backend import ComfyBackend, save_textual_inversion_embedding
 from .erasure_patch import apply_erasure
 from .training_context import ComfyProgress, interrupted, make_weights_autograd_safe, training_mode
+from .compat import advanced
 from .types import CATEGORY, CareSetType, ErasureType
 
 _DEFAULTS = ReCAREConfig()
@@ -63,23 +64,24 @@ class ReCAREUnlearn(io.ComfyNode):
                                tooltip="'paper' uses every number below as given; 'quick' overrides step counts for a fast try."),
                 _int("n_rounds", "Stage 1: erase-then-attack rounds (adversarial tokens found).", 1, 10),
                 _int("erase_steps", "Stage 1: erasure steps per round."),
-                _float("erase_lr", "Stage 1: learning rate of the erasure.", 1e-7),
+                advanced(_float("erase_lr", "Stage 1: learning rate of the erasure.", 1e-7)),
                 _int("ti_steps", "Stage 1: textual-inversion steps per round."),
-                _float("ti_lr", "Stage 1: learning rate of the adversarial token embedding.", 1e-4),
+                advanced(_float("ti_lr", "Stage 1: learning rate of the adversarial token embedding.", 1e-4)),
                 _int("robust_steps", "Stage 2: robust erase steps."),
-                _float("robust_lr", "Stage 2: learning rate.", 1e-7),
-                _float("negative_guidance", "Strength of the negative guidance that builds the erasure target.", 0.1),
-                _float("compositional_guidance_scale", "Stage 2: scale of the compositional (erase/anchor) guidance.", 0.1),
-                _int("num_adv_concepts", "Stage 2: how many learned adversarial tokens are erased with the concept.", 0, 10),
-                _int("ddim_steps", "Schedule length of the partial DDIM sampling that produces training points.", 3, 1000),
-                _float("sampling_cfg", "Classifier-free guidance of that partial sampling.", 0.1),
+                advanced(_float("robust_lr", "Stage 2: learning rate.", 1e-7)),
+                advanced(_float("negative_guidance", "Strength of the negative guidance that builds the erasure target.", 0.1)),
+                advanced(_float("compositional_guidance_scale", "Stage 2: scale of the compositional (erase/anchor) guidance.", 0.1)),
+                advanced(_int("num_adv_concepts", "Stage 2: how many learned adversarial tokens are erased with the concept.", 0, 10)),
+                advanced(_int("ddim_steps", "Schedule length of the partial DDIM sampling that produces training points.", 3, 1000)),
+                advanced(_float("sampling_cfg", "Classifier-free guidance of that partial sampling.", 0.1)),
                 io.Combo.Input("train_method", options=list(TRAIN_METHODS), default=_DEFAULTS.train_method,
                                tooltip="Which UNet layers are trained: " + "; ".join(f"{k}: {v}" for k, v in TRAIN_METHODS.items())),
                 io.Combo.Input("update", options=["full", "lora"], default=_DEFAULTS.update,
                                tooltip="'full': exact weight deltas (as the paper). 'lora': low-rank adapters, for 8-12 GB GPUs."),
-                _int("lora_rank", "Rank of the LoRA adapters when update is 'lora'.", 1, 1024),
+                advanced(_int("lora_rank", "Rank of the LoRA adapters when update is 'lora'.", 1, 1024)),
                 _int("image_size", "Training resolution in pixels (512 for SD1.5; lower saves memory).", 64, 2048),
-                io.Boolean.Input("gradient_checkpointing", default=False, tooltip="Trade compute for memory during training."),
+                advanced(io.Boolean.Input("gradient_checkpointing", default=False,
+                                          tooltip="Trade compute for memory during training.")),
                 io.Int.Input("seed", default=_DEFAULTS.seed, min=0, max=2**31 - 1, tooltip="Seed for every random draw of the training."),
                 io.String.Input("embedding_name", default="recare_adv", tooltip="The learned adversarial tokens are saved to "
                                 "models/embeddings as <name>_<i> (use 'embedding:<name>_<i>' in a prompt to check the erased "
