@@ -4,4 +4,4 @@ Pure torch + numpy. Nothing in this package imports ComfyUI; models are reached 
 :class:`recare_core.training.backend.DiffusionBackend`.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

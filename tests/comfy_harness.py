@@ -1,6 +1,7 @@
 """Test harness shared by every ComfyUI integration test.
 
-* :func:`find_comfyui` locates a ComfyUI checkout (``COMFYUI_PATH``, fallback ``~/ComfyUI``).
+* :func:`find_comfyui` locates a ComfyUI checkout (``COMFYUI_PATH``, then ``~/ComfyUI``, then the newest tree in
+  ``../shared/comfyui/``; a read-only tree is used through a writable copy in the temp directory).
 * :func:`write_tiny_sd15_checkpoint` writes a randomly initialised checkpoint that ComfyUI's stock loader
   detects as SD1.5 (minimal UNet depth, full-size CLIP-L text tower and SD VAE, as the loader requires).
 * :func:`import_comfy_in_process` makes ComfyUI importable in this process in CPU mode.
@@ -14,9 +15,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -32,10 +37,66 @@ PACK_PACKAGE = "comfyui_recare"
 TINY_CHECKPOINT_NAME = "tiny_sd15.safetensors"
 
 
+SHARED_COMFYUI = PACK_ROOT.parent / "shared" / "comfyui"
+
+
+def is_comfyui_tree(path: Path) -> bool:
+    return (path / "main.py").is_file() and (path / "comfy").is_dir()
+
+
+def comfyui_version(root: Path) -> str:
+    """The release a ComfyUI tree declares in ``comfyui_version.py`` (``"unknown"`` when it has none)."""
+    match = re.search(r'__version__\s*=\s*"([^"]+)"', _read_text(root / "comfyui_version.py"))
+    return match.group(1) if match else "unknown"
+
+
+def _read_text(path: Path) -> str:
+    return path.read_text(encoding="utf-8") if path.is_file() else ""
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version))
+
+
+def shared_comfyui_trees() -> list[Path]:
+    """The trees in ``../shared/comfyui/``, newest release first."""
+    if not SHARED_COMFYUI.is_dir():
+        return []
+    trees = [path for path in SHARED_COMFYUI.iterdir() if is_comfyui_tree(path)]
+    return sorted(trees, key=lambda path: _version_key(comfyui_version(path)), reverse=True)
+
+
+def writable_comfyui(root: Path) -> Path:
+    """``root`` itself when it is writable, else a copy of it in the temp directory (made once per tree and
+    release; ComfyUI creates folders and byte-code inside its tree when imported in-process)."""
+    if os.access(root, os.W_OK):
+        return root
+    copy = Path(tempfile.gettempdir()) / f"recare-comfyui-{comfyui_version(root)}-{os.getuid()}"
+    if not is_comfyui_tree(copy):
+        staging = Path(tempfile.mkdtemp(prefix=copy.name + "-", dir=copy.parent))
+        shutil.copytree(root, staging / "tree", symlinks=True)
+        for folder in (staging / "tree").rglob("*"):
+            if folder.is_dir():
+                folder.chmod(folder.stat().st_mode | stat.S_IWUSR)
+        (staging / "tree").chmod((staging / "tree").stat().st_mode | stat.S_IWUSR)
+        try:
+            os.rename(staging / "tree", copy)
+        except OSError:  # another process made the copy first
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            staging.rmdir()
+    return copy
+
+
 def find_comfyui() -> Path | None:
-    """The ComfyUI checkout named by ``COMFYUI_PATH`` (fallback ``~/ComfyUI``), or None when absent."""
-    candidate = Path(os.environ.get("COMFYUI_PATH") or Path.home() / "ComfyUI").expanduser()
-    return candidate if (candidate / "main.py").is_file() and (candidate / "comfy").is_dir() else None
+    """The ComfyUI tree the tests run against: ``COMFYUI_PATH``, then ``~/ComfyUI``, then the newest release in
+    ``../shared/comfyui/`` (through a writable copy when read-only); None when there is none."""
+    named = os.environ.get("COMFYUI_PATH")
+    candidates = [Path(named).expanduser()] if named else [Path.home() / "ComfyUI", *shared_comfyui_trees()]
+    for candidate in candidates:
+        if is_comfyui_tree(candidate):
+            return writable_comfyui(candidate)
+    return None
 
 
 def import_comfy_in_process(comfy_root: Path, cpu: bool = True) -> None:
@@ -231,6 +292,15 @@ class ComfyServer:
 
     def object_info(self) -> dict[str, Any]:
         return self.get_json("/object_info")
+
+    def core_node_id(self, *ids: str) -> str:
+        """The first of ``ids`` this server knows: core renames nodes between releases (0.3.64's ``SaveLoRANode``
+        is ``SaveLoRA`` in 0.33.0)."""
+        known = self.object_info()
+        for node_id in ids:
+            if node_id in known:
+                return node_id
+        raise LookupError(f"this ComfyUI has none of the nodes {', '.join(ids)}")
 
     def run_graph(self, graph: dict[str, Any], timeout: float = 600) -> dict[str, Any]:
         """Submit an API-format graph, wait until it finishes, return its history entry (outputs, status).

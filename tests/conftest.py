@@ -1,7 +1,9 @@
 """Shared fixtures: a tiny SD1.5 checkpoint, real ComfyUI objects in-process, and a live ComfyUI server.
 
-Integration tests find ComfyUI through ``COMFYUI_PATH`` (fallback ``~/ComfyUI``); without one they are skipped
-and the run ends with one loud line saying so.
+Integration tests find ComfyUI through ``COMFYUI_PATH``, then ``~/ComfyUI``, then the newest tree in
+``../shared/comfyui/``; without one they are skipped and the run ends with one loud line saying so. Every test that
+needs ComfyUI (through the ``comfy_root`` fixture) is marked ``comfy``, so ``pytest -m comfy`` selects exactly the
+integration tests, and the run's summary names the ComfyUI release they ran against.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import pytest
 
 from comfy_harness import (
     ComfyServer,
+    comfyui_version,
     find_comfyui,
     import_comfy_in_process,
     import_pack_in_process,
@@ -20,9 +23,17 @@ from comfy_harness import (
 )
 
 _COMFY_MISSING = (
-    "SKIPPED: ComfyUI integration tests — no ComfyUI checkout at $COMFYUI_PATH or ~/ComfyUI "
-    "(set COMFYUI_PATH to a ComfyUI v0.3.64+ checkout to run them)"
+    "SKIPPED: ComfyUI integration tests — no ComfyUI tree at $COMFYUI_PATH, ~/ComfyUI or ../shared/comfyui/ "
+    "(set COMFYUI_PATH to a ComfyUI 0.3.64 .. 0.33 checkout to run them)"
 )
+_COMFY_USED: list[str] = []  # "0.33.0 at /path" once an integration test has imported ComfyUI
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs ComfyUI (it uses ``comfy_root``, directly or through another fixture)."""
+    for item in items:
+        if "comfy_root" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.comfy)
 
 @pytest.fixture(scope="session")
 def comfy_root() -> Path:
@@ -31,6 +42,7 @@ def comfy_root() -> Path:
     if root is None:
         pytest.skip(_COMFY_MISSING)
     import_comfy_in_process(root)
+    _COMFY_USED.append(f"{comfyui_version(root)} at {root}")
     return root
 
 
@@ -83,3 +95,5 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     """End the run with one loud line per test group that could not run (no ComfyUI, no browser, no NudeNet)."""
     for reason in sorted(_loud_skip_reasons(terminalreporter)):
         terminalreporter.write_sep("!", reason, red=True, bold=True)
+    for used in _COMFY_USED:
+        terminalreporter.write_sep("=", f"ComfyUI integration tests ran against ComfyUI {used}", bold=True)

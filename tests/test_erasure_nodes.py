@@ -178,7 +178,8 @@ def test_in_memory_erasure_equals_saved_and_reloaded_and_lora_model_handover(com
         "14": {"class_type": "ErasureToLoraModel", "inputs": {"erasure": ["11", 0]}},
         "15": {"class_type": "LoraModelLoader", "inputs": {"model": ["1", 0], "lora": ["14", 0],
                                                            "strength_model": 1.0}},
-        "16": {"class_type": "SaveLoRANode", "inputs": {"lora": ["14", 0], "prefix": "loras/from_erasure"}},
+        "16": {"class_type": comfy_server.core_node_id("SaveLoRA", "SaveLoRANode"),
+               "inputs": {"lora": ["14", 0], "prefix": "loras/from_erasure"}},
     })
     _sampler_branch(graph, ("20", "21", "22"), ["15", 0], "lora_model")
     first = comfy_server.run_graph(graph)

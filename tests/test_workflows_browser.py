@@ -21,13 +21,16 @@ CHROMIUM = os.environ.get("RECARE_CHROMIUM", "/usr/bin/chromium")
 # Flags for a closed network: without the background-networking ones Chromium keeps dialling out and logs errors.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-# What ComfyUI v0.3.64's page logs on start-up with no custom nodes at all (seen on a bare server, fresh base
-# directory, no network): 404s for optional user files, a failed release check against api.comfy.org, and one
-# TypeError in the front end's settings code. Those, and only those, are not failures of this pack.
+# What ComfyUI's page logs on start-up with no custom nodes at all (seen on bare servers, fresh base directory, no
+# network): on both 0.3.64 and 0.33.0, 404s for optional user files and a failed release check against
+# api.comfy.org; on 0.3.64 (front end 1.27) one TypeError in its settings code; on 0.33.0 (front end 1.49) one
+# "graph accessed before initialization" console error from its settings store. Those, and only those, are not
+# failures of this pack.
 OPTIONAL_USER_FILES = ("/favicon.ico", "/user.css", "/api/userdata/user.css", "/api/userdata/comfy.templates.json",
                        "/api/userdata?dir=workflows", "/api/userdata?dir=subgraphs")
 OFFLINE_HOSTS = ("https://api.comfy.org/",)
 FRONTEND_OWN_PAGE_ERRORS = ("Cannot read properties of undefined (reading 'id')",)
+FRONTEND_OWN_CONSOLE_ERRORS = ("ComfyApp graph accessed before initialization",)
 # Full-size view from the graph's top-left corner: below ~60 % zoom the canvas draws nodes without their text.
 SHOW_AT_FULL_SIZE = """() => {
     const canvas = window.app.canvas, nodes = window.app.graph.nodes;
@@ -46,7 +49,7 @@ DROP_FILE = """async ([name, text]) => {
 def _is_comfyui_own(message) -> bool:
     """True for a console message a bare ComfyUI logs too (see ``OPTIONAL_USER_FILES``)."""
     url = (message.location or {}).get("url", "")
-    if url.startswith(OFFLINE_HOSTS):
+    if url.startswith(OFFLINE_HOSTS) or message.text in FRONTEND_OWN_CONSOLE_ERRORS:
         return True
     return "404" in message.text and any(probe in url for probe in OPTIONAL_USER_FILES)
 
