@@ -1,7 +1,7 @@
 """Test harness shared by every ComfyUI integration test.
 
 * :func:`find_comfyui` locates a ComfyUI checkout (``COMFYUI_PATH``, then ``~/ComfyUI``, then the newest tree in
-  ``../shared/comfyui/``; a read-only tree is used through a writable copy in the temp directory).
+  ``../shared/comfyui/``, used through a writable copy in the temp directory).
 * :func:`write_tiny_sd15_checkpoint` writes a randomly initialised checkpoint that ComfyUI's stock loader
   detects as SD1.5 (minimal UNet depth, full-size CLIP-L text tower and SD VAE, as the loader requires).
 * :func:`import_comfy_in_process` makes ComfyUI importable in this process in CPU mode.
@@ -66,37 +66,36 @@ def shared_comfyui_trees() -> list[Path]:
     return sorted(trees, key=lambda path: _version_key(comfyui_version(path)), reverse=True)
 
 
-def writable_comfyui(root: Path) -> Path:
-    """``root`` itself when it is writable, else a copy of it in the temp directory (made once per tree and
-    release; ComfyUI creates folders and byte-code inside its tree when imported in-process)."""
-    if os.access(root, os.W_OK):
-        return root
+def comfyui_copy(root: Path) -> Path:
+    """A writable copy of a shared (read-only) tree in the temp directory, made once per release and user:
+    ComfyUI creates folders and byte-code inside its tree when imported in-process."""
     copy = Path(tempfile.gettempdir()) / f"recare-comfyui-{comfyui_version(root)}-{os.getuid()}"
-    if not is_comfyui_tree(copy):
-        staging = Path(tempfile.mkdtemp(prefix=copy.name + "-", dir=copy.parent))
-        shutil.copytree(root, staging / "tree", symlinks=True)
-        for folder in (staging / "tree").rglob("*"):
-            if folder.is_dir():
-                folder.chmod(folder.stat().st_mode | stat.S_IWUSR)
-        (staging / "tree").chmod((staging / "tree").stat().st_mode | stat.S_IWUSR)
-        try:
-            os.rename(staging / "tree", copy)
-        except OSError:  # another process made the copy first
-            shutil.rmtree(staging, ignore_errors=True)
-        else:
-            staging.rmdir()
+    if is_comfyui_tree(copy):
+        return copy
+    staging = Path(tempfile.mkdtemp(prefix=copy.name + "-", dir=copy.parent))
+    shutil.copytree(root, staging / "tree", symlinks=True)
+    for folder in [staging / "tree", *(staging / "tree").rglob("*")]:
+        if folder.is_dir():
+            folder.chmod(folder.stat().st_mode | stat.S_IWUSR)
+    try:
+        os.rename(staging / "tree", copy)
+    except OSError:  # another process made the copy first
+        shutil.rmtree(staging, ignore_errors=True)
+    else:
+        staging.rmdir()
     return copy
 
 
 def find_comfyui() -> Path | None:
     """The ComfyUI tree the tests run against: ``COMFYUI_PATH``, then ``~/ComfyUI``, then the newest release in
-    ``../shared/comfyui/`` (through a writable copy when read-only); None when there is none."""
+    ``../shared/comfyui/`` (through a writable copy); None when there is none."""
     named = os.environ.get("COMFYUI_PATH")
-    candidates = [Path(named).expanduser()] if named else [Path.home() / "ComfyUI", *shared_comfyui_trees()]
-    for candidate in candidates:
-        if is_comfyui_tree(candidate):
-            return writable_comfyui(candidate)
-    return None
+    if named:
+        return Path(named).expanduser() if is_comfyui_tree(Path(named).expanduser()) else None
+    if is_comfyui_tree(Path.home() / "ComfyUI"):
+        return Path.home() / "ComfyUI"
+    shared = shared_comfyui_trees()
+    return comfyui_copy(shared[0]) if shared else None
 
 
 def import_comfy_in_process(comfy_root: Path, cpu: bool = True) -> None:
