@@ -292,6 +292,15 @@ class ComfyServer:
     def object_info(self) -> dict[str, Any]:
         return self.get_json("/object_info")
 
+    def widget_defaults(self, node_id: str) -> dict[str, Any]:
+        """The default of every required widget input of a node, as this server declares them: a core node can
+        gain required inputs between releases (0.33.0's ``LoraModelLoader`` has ``bypass``, 0.3.64's has not), and
+        a graph written for one release runs on the other with the new inputs at their defaults, as the web page
+        fills them when it loads an older workflow."""
+        required = self.object_info()[node_id]["input"].get("required", {})
+        return {name: spec[1]["default"] for name, spec in required.items()
+                if len(spec) > 1 and isinstance(spec[1], dict) and "default" in spec[1]}
+
     def core_node_id(self, *ids: str) -> str:
         """The first of ``ids`` this server knows: core renames nodes between releases (0.3.64's ``SaveLoRANode``
         is ``SaveLoRA`` in 0.33.0)."""

@@ -176,8 +176,8 @@ def test_in_memory_erasure_equals_saved_and_reloaded_and_lora_model_handover(com
         "12": {"class_type": "ApplyErasedUNet", "inputs": {"model": ["1", 0], "erasure": ["11", 0], "strength": 1.0}},
         "13": {"class_type": "SaveErasure", "inputs": {"erasure": ["11", 0], "filename_prefix": "recare/compressed"}},
         "14": {"class_type": "ErasureToLoraModel", "inputs": {"erasure": ["11", 0]}},
-        "15": {"class_type": "LoraModelLoader", "inputs": {"model": ["1", 0], "lora": ["14", 0],
-                                                           "strength_model": 1.0}},
+        "15": {"class_type": "LoraModelLoader", "inputs": {**comfy_server.widget_defaults("LoraModelLoader"),
+                                                           "model": ["1", 0], "lora": ["14", 0], "strength_model": 1.0}},
         "16": {"class_type": comfy_server.core_node_id("SaveLoRA", "SaveLoRANode"),
                "inputs": {"lora": ["14", 0], "prefix": "loras/from_erasure"}},
     })
