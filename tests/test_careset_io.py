@@ -8,6 +8,7 @@ import pytest
 
 from recare_core.careset.build import CareCandidate, CareSet, CareSetInputError, ClusterSummary, reference_key
 from recare_core.careset.io import CareSetFileError, load_care_set, save_care_set, write_care_set
+from recare_core.safe_files import UnsafePathError
 
 # What the reference's utils/dictionary.py writes for --reference_word 'Van Gogh' --prompt_style style.
 REFERENCE_STYLE_FILE = {
@@ -88,14 +89,17 @@ def test_files_are_never_overwritten(tmp_path):
     assert load_care_set(paths[0]) == care_set
 
 
-def test_unsafe_prefixes_stay_inside_the_directory(tmp_path):
-    path = save_care_set(_rich_care_set(), tmp_path / "out", "../../evil name")
-    assert path.parent == tmp_path / "out" and path.name == "evil_name_00001.json"
+def test_unsafe_prefixes_are_refused_and_subfolders_stay_inside(tmp_path):
+    with pytest.raises(UnsafePathError, match=r"filename_prefix '\.\./\.\./evil name' is refused: it goes up"):
+        save_care_set(_rich_care_set(), tmp_path / "out", "../../evil name")
+    assert not (tmp_path / "evil name_00001.json").exists()
+    path = save_care_set(_rich_care_set(), tmp_path / "out", "sub/evil name")
+    assert path == (tmp_path / "out" / "sub" / "evil name_00001.json").resolve()
 
 
 @pytest.mark.parametrize("content, message", [
-    ("not json", "not a readable JSON"),
-    ("[1, 2]", "JSON object"),
+    ("not json", "not valid JSON"),
+    ("[1, 2]", "is a list in JSON, not an object"),
     (json.dumps({"nudity_care_word": ["A person"]}), "exactly one anchor list"),
     (json.dumps({"a_care_word": ["A x"], "a_care_word_photo": []}), "non-empty list"),
     (json.dumps({**REFERENCE_OBJECT_FILE, "recare_careset": {"format": "other"}}), "Unsupported"),

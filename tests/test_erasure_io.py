@@ -13,9 +13,10 @@ from recare_core.erasure.io import (
     ErasureFileError,
     erasure_to_state_dict,
     load_erasure,
-    next_free_path,
     save_erasure,
+    save_numbered_erasure,
 )
+from recare_core.safe_files import UnsafePathError
 
 
 def _erasure() -> Erasure:
@@ -64,12 +65,11 @@ def test_never_overwrites(tmp_path):
     with pytest.raises(FileExistsError):
         save_erasure(_erasure(), path)
     assert path.read_bytes() == before
-    first = next_free_path(tmp_path, "recare/nudity")
-    assert first.name == "nudity_00001_.safetensors"
-    save_erasure(_erasure(), first)
-    assert next_free_path(tmp_path, "recare/nudity").name == "nudity_00002_.safetensors"
-    with pytest.raises(ValueError, match="outside"):
-        next_free_path(tmp_path, "../../escape")
+    first = save_numbered_erasure(_erasure(), tmp_path, "recare/nudity")
+    assert first == (tmp_path / "recare" / "nudity_00001_.safetensors").resolve()
+    assert save_numbered_erasure(_erasure(), tmp_path, "recare/nudity").name == "nudity_00002_.safetensors"
+    with pytest.raises(UnsafePathError, match="goes up a folder"):
+        save_numbered_erasure(_erasure(), tmp_path, "../../escape")
 
 
 def test_bad_files_give_clear_errors(tmp_path):
