@@ -20,6 +20,7 @@ from .training_context import ComfyProgress, interrupted
 from .types import CATEGORY, CareClipType, CareSetType
 
 OUTPUT_SUBFOLDER = "recare"
+OUTPUT_MARK = " [output]"
 _DEFAULTS = CareSetSettings()
 
 
@@ -136,7 +137,7 @@ class SaveCARESet(io.ComfyNode):
 def care_set_files() -> list[str]:
     """JSON files in ComfyUI's input folder, and under output/recare/ (annotated ``[output]``)."""
     choices = []
-    for base, suffix in ((folder_paths.get_input_directory(), ""), (folder_paths.get_output_directory(), " [output]")):
+    for base, suffix in ((folder_paths.get_input_directory(), ""), (folder_paths.get_output_directory(), OUTPUT_MARK)):
         top = os.path.join(base, OUTPUT_SUBFOLDER) if suffix else base
         for directory, _, names in os.walk(top):
             for name in names:
@@ -172,7 +173,7 @@ class LoadCARESet(io.ComfyNode):
     def fingerprint_inputs(cls, file) -> str:
         if file not in care_set_files():
             return "not an option"
-        path = folder_paths.get_annotated_filepath(file)
+        path, _, _ = _listed_path(file)
         return f"{os.path.getmtime(path)}:{os.path.getsize(path)}" if os.path.isfile(path) else "missing"
 
     @classmethod
@@ -184,13 +185,18 @@ def _load_listed(file: str) -> tuple:
     """The CARE-set (and its report) of ``file``, a value of LoadCARESet's list, read only from inside
     ComfyUI/input/ or output/recare/ (links followed)."""
     check_choice(file, care_set_files(), "file")
-    if file.endswith(" [output]"):
-        roots, label = [Path(folder_paths.get_output_directory()) / OUTPUT_SUBFOLDER], "output/recare"
-    else:
-        roots, label = [Path(folder_paths.get_input_directory())], "input"
-    path = require_inside(folder_paths.get_annotated_filepath(file), roots, f"file {file!r}", label)
-    care_set = load_care_set(path)
+    path, root, label = _listed_path(file)
+    care_set = load_care_set(require_inside(path, [root], f"file {file!r}", label))
     return care_set, care_set.report()
+
+
+def _listed_path(file: str) -> tuple[Path, Path, str]:
+    """(path, the folder it must stay in, that folder's name) of a value of :func:`care_set_files`."""
+    if file.endswith(OUTPUT_MARK):
+        relative = file[: -len(OUTPUT_MARK)]
+        return Path(folder_paths.get_output_directory()) / relative, \
+            Path(folder_paths.get_output_directory()) / OUTPUT_SUBFOLDER, "output/recare"
+    return Path(folder_paths.get_input_directory()) / file, Path(folder_paths.get_input_directory()), "input"
 
 
 NODES = [BuildCARESet, SaveCARESet, LoadCARESet]

@@ -118,3 +118,31 @@ def test_missing_file_and_bad_format_name(tmp_path):
         save_care_set(_rich_care_set(), tmp_path, fmt="yaml")
     with pytest.raises(CareSetInputError, match="concept_type"):
         CareSet.from_words("x", "scene", ["y"])
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[" * 100000 + "]" * 100000, "nested too deeply"),
+    (json.dumps({"a_care_word": [1, 2], "a_care_word_photo": ["x"]}), "not a CARE-set file"),
+    (json.dumps({"a_care_word": ["A x"], "a_care_word_photo": ["y"], "recare_careset": {
+        "format": "comfyui-recare/careset", "version": 1, "candidates": [{"nonsense": 1}]}}), "not a CARE-set file"),
+    (json.dumps({"a_care_word": ["A x"], "a_care_word_photo": ["y"], "recare_careset": {
+        "format": "comfyui-recare/careset", "version": "many"}}), "not a CARE-set file"),
+])
+def test_hostile_files_are_refused_with_the_file_named(tmp_path, content, message):
+    path = tmp_path / "hostile.json"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(CareSetFileError, match=message) as refused:
+        load_care_set(path)
+    assert "hostile.json" in str(refused.value)
+
+
+def test_folders_binary_files_and_partial_writes(tmp_path):
+    (tmp_path / "folder.json").mkdir()
+    with pytest.raises(CareSetFileError, match="folder.json is a folder"):
+        load_care_set(tmp_path / "folder.json")
+    (tmp_path / "binary.json").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(CareSetFileError, match="binary.json is not a text file"):
+        load_care_set(tmp_path / "binary.json")
+    (tmp_path / "taken_00001.json").mkdir()  # a folder holding the next name is skipped, never written into
+    assert save_care_set(_rich_care_set(), tmp_path, "taken").name == "taken_00002.json"
+    assert list((tmp_path / "taken_00001.json").iterdir()) == []
