@@ -58,7 +58,8 @@ class ReCAREUnlearn(io.ComfyNode):
                 io.Image.Input("target_images", tooltip="Images of the concept to erase, generated with the original model "
                                "(the paper uses hundreds). Each adversarial round uses its own share of them."),
                 CareSetType.Input("care_set", tooltip="The CARE-set from BuildCARESet / LoadCARESet: anchor and retain prompts."),
-                io.String.Input("erase_concept", default="nudity", tooltip="The concept to erase, as a prompt (e.g. 'nudity', 'Van Gogh')."),
+                io.String.Input("erase_concept", default="nudity", tooltip="The concept to erase, as a prompt (e.g. 'nudity', 'Van Gogh'); "
+                                "at most 75 CLIP tokens (longer is refused, not cut)."),
                 io.String.Input("initializer_token", default="person", tooltip="A word the adversarial tokens start from: "
                                 "'person' or an object for objects, 'art' for styles."),
                 io.Combo.Input("concept_type", options=["object", "style"], default="object",
@@ -88,7 +89,8 @@ class ReCAREUnlearn(io.ComfyNode):
                 io.Int.Input("seed", default=_DEFAULTS.seed, min=0, max=2**31 - 1, tooltip="Seed for every random draw of the training."),
                 io.String.Input("embedding_name", default="recare_adv", tooltip="The learned adversarial tokens are saved to "
                                 "models/embeddings as <name>_<i> (use 'embedding:<name>_<i>' in a prompt to check the erased "
-                                "model resists them). Empty: do not save them."),
+                                "model resists them; a taken name gets _00001, ... and is never overwritten). Empty: do not "
+                                "save them."),
             ],
             outputs=[
                 io.Model.Output(display_name="erased_model", tooltip="The erased model (a patched clone)."),

@@ -150,8 +150,8 @@ def test_save_prefix_cannot_leave_the_output_folder(node_modules, tmp_path):
     careset_nodes, _ = node_modules
     import folder_paths
 
-    from recare_core.careset.build import CareSet
-    from recare_core.safe_files import UnsafePathError
+    from comfyui_recare.recare_core.careset.build import CareSet
+    from comfyui_recare.recare_core.safe_files import UnsafePathError
 
     care_set = CareSet.from_words("person", "object", ["beach"])
     previous = folder_paths.get_output_directory()

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from comfy_harness import GraphError, txt2img_graph
+from comfy_harness import GraphError
+from test_unlearn_node import _unlearn_graph as unlearn_graph
 from recare_core.careset.clip_model import FROM_CONFIG, save_tiny_care_clip
 from recare_core.careset.vocabulary import CACHE_ENV_VAR
 from recare_core.erasure.increments import Erasure, WeightIncrement
@@ -175,20 +176,9 @@ def test_unknown_combo_values_are_refused(server):
 
 
 def _unlearn_graph(**inputs) -> dict:
-    graph = txt2img_graph("a photo of a person", seed=1, steps=1, batch=1)
-    del graph["7"]
-    graph.update({
-        "20": {"class_type": "LoadCARESet", "inputs": {"file": "hostile_careset.json"}},
-        "21": {"class_type": "ReCAREUnlearn", "inputs": {
-            "model": ["1", 0], "clip": ["1", 1], "vae": ["1", 2], "target_images": ["6", 0], "care_set": ["20", 0],
-            "erase_concept": "nudity", "initializer_token": "person", "concept_type": "object", "preset": "paper",
-            "embedding_name": "hostile_adv", "n_rounds": 1, "erase_steps": 1, "erase_lr": 1e-5, "ti_steps": 1,
-            "ti_lr": 1e-3, "robust_steps": 1, "robust_lr": 1e-5, "negative_guidance": 1.0,
-            "compositional_guidance_scale": 1.0, "num_adv_concepts": 1, "ddim_steps": 3, "sampling_cfg": 3.0,
-            "train_method": "noxattn", "update": "full", "lora_rank": 4, "image_size": 64,
-            "gradient_checkpointing": False, "seed": 0, **inputs}},
-        "22": {"class_type": "SaveErasure", "inputs": {"erasure": ["21", 1], "filename_prefix": "recare/hostile"}},
-    })
+    """test_unlearn_node's ReCAREUnlearn graph on this module's CARE-set file."""
+    graph = unlearn_graph("hostile_adv", **inputs)
+    graph["20"]["inputs"]["file"] = "hostile_careset.json"
     return graph
 
 
