@@ -93,7 +93,8 @@ class LoadCAREClip(io.ComfyNode):
         check_choice(device, DEVICES, "device")
         source = _weights_source(weights, architecture)
         torch_device = comfy.model_management.get_torch_device() if device == "auto" else "cpu"
-        return io.NodeOutput(load_care_clip(architecture, source, device=torch_device, quick_gelu=QUICK_GELU[quick_gelu]))
+        clip = load_care_clip(architecture, source, device=torch_device, quick_gelu=QUICK_GELU[quick_gelu])
+        return io.NodeOutput(clip)
 
 
 def _weights_source(weights: object, architecture: str) -> str:

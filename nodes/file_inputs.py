@@ -14,16 +14,11 @@ from typing import Iterable
 
 import folder_paths
 
-from ..recare_core.safe_files import require_inside
+from ..recare_core.safe_files import quoted, require_inside
 
 
 class InvalidChoiceError(ValueError):
     """A combo input holds a value that is not one of its options."""
-
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:60] + "..." + text[-12:]
 
 
 def check_choice(value: object, options: Iterable[str], input_name: str) -> str:
@@ -31,7 +26,7 @@ def check_choice(value: object, options: Iterable[str], input_name: str) -> str:
     if isinstance(value, str) and value in set(options):
         return value
     raise InvalidChoiceError(
-        f"{input_name}: {_shown(value)} is not one of the options of this input. Pick a value from its list "
+        f"{input_name}: {quoted(value)} is not one of the options of this input. Pick a value from its list "
         "(after adding a file, refresh the page so that the list shows it).")
 
 
@@ -43,7 +38,7 @@ def model_file(folder_name: str, name: object, input_name: str, options: Iterabl
     check_choice(name, listed, input_name)
     path = folder_paths.get_full_path(folder_name, name)
     if path is None:
-        raise InvalidChoiceError(f"{input_name}: {_shown(name)} is no longer in models/{folder_name}; refresh the "
+        raise InvalidChoiceError(f"{input_name}: {quoted(name)} is no longer in models/{folder_name}; refresh the "
                                  "page and pick a file again.")
-    return require_inside(path, folder_paths.get_folder_paths(folder_name), f"{input_name} {_shown(name)}",
+    return require_inside(path, folder_paths.get_folder_paths(folder_name), f"{input_name} {quoted(name)}",
                           f"models/{folder_name}")

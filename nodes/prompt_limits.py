@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from ..recare_core.methods.textual_inversion import TEMPLATES
+from ..recare_core.safe_files import quoted
 from .comfy_backend import CLIP_CONTEXT_LENGTH, ComfyTextEncoder
 
 MAX_PROMPT_TOKENS = CLIP_CONTEXT_LENGTH - 2
@@ -21,16 +22,12 @@ class PromptTooLongError(ValueError):
     """A prompt-like input has more tokens than the text encoder reads."""
 
 
-def _shown(text: str) -> str:
-    return repr(text if len(text) <= 60 else text[:50] + "...")
-
-
 def check_prompt(text: ComfyTextEncoder, what: str, prompt: str, limit: int = MAX_PROMPT_TOKENS) -> int:
     """The token count of ``prompt``; raises :class:`PromptTooLongError` naming ``what`` when over ``limit``."""
     count = len(text.word_ids(prompt))
     if count > limit:
         raise PromptTooLongError(
-            f"{what} {_shown(prompt)} is {count} tokens long, but the text encoder reads at most {limit} tokens "
+            f"{what} {quoted(prompt, 70)} is {count} tokens long, but the text encoder reads at most {limit} tokens "
             f"here (CLIP's {CLIP_CONTEXT_LENGTH} positions less the start and end tokens"
             + ("" if limit == MAX_PROMPT_TOKENS else " and the textual-inversion template words") + "). Shorten it.")
     return count

@@ -118,7 +118,8 @@ class ReCAREUnlearn(io.ComfyNode):
             raise ValueError("target_images is empty: generate some images of the concept to erase first.")
         backend = ComfyBackend(model, clip, vae)
         check_unlearn_prompts(backend.text, erase_concept, config.initializer_token, concept_type,
-                              care_set.anchor_prompts, care_set.retain_prompts, bool(config.n_rounds and config.ti_steps))
+                              care_set.anchor_prompts, care_set.retain_prompts,
+                              uses_initializer=bool(config.n_rounds and config.ti_steps))
         progress = ComfyProgress(config.total_steps)
         with training_mode():
             backend.load()

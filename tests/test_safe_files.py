@@ -185,7 +185,8 @@ def test_numbered_folders_and_moving_aside(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ("{not json", "is not valid JSON .*line 1, column 2"), ("[1, 2]", "is a list in JSON, not an object"),
-    ("null", "is null in JSON"), ('"text"', "is a string in JSON"), ("[" * 100000 + "]" * 100000, "is nested too deeply"),
+    ("null", "is null in JSON"), ('"text"', "is a string in JSON"),
+    ("[" * 100000 + "]" * 100000, "is nested too deeply"),
     ('{"n": ' + "9" * 5000 + "}", "cannot be read as JSON"),
 ])
 def test_bad_json_is_named_and_explained(text, message):

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..safe_files import read_json_file, torch_error_text
+from ..safe_files import quoted, read_json_file, torch_error_text
 
 CONFIG_FILE_NAME = "open_clip_config.json"
 """Name of the architecture file open_clip writes next to its weights (Hugging Face ``open_clip`` repositories)."""
@@ -129,10 +129,9 @@ class CareClip:
         (texts are never cut short silently)."""
         count = len(self.token_ids(text))
         if count > self.max_text_tokens:
-            shown = text if len(text) <= 60 else text[:50] + "..."
             raise CareClipInputError(
-                f"{what} ({shown!r}) is {count} tokens long, but this CLIP reads at most {self.max_text_tokens} "
-                f"tokens ({self.context_length} with its start and end tokens). Shorten it.")
+                f"{what} ({quoted(text, 70)}) is {count} tokens long, but this CLIP reads at most "
+                f"{self.max_text_tokens} tokens ({self.context_length} with its start and end tokens). Shorten it.")
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         """``(N, context_length)`` token ids, start/end tokens included, zero-padded, as open_clip builds them."""

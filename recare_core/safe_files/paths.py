@@ -28,9 +28,10 @@ class UnsafePathError(ValueError):
     """A user-given name would read or write outside the folder it belongs to, or is not a usable name."""
 
 
-def _shown(text: str) -> str:
-    """``text`` quoted for an error message, cut short when very long."""
-    return repr(text if len(text) <= 80 else text[:60] + "..." + text[-12:])
+def quoted(value: object, limit: int = 80) -> str:
+    """``value`` quoted for an error message (``repr``, so NUL and control characters show), cut short when long."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 20] + "..." + text[-12:]
 
 
 def _problem(part: str) -> str | None:
@@ -42,11 +43,11 @@ def _problem(part: str) -> str | None:
     if _FORBIDDEN.intersection(part):
         return f"contains one of the characters {''.join(sorted(_FORBIDDEN))}"
     if part.startswith("."):
-        return f"has a name starting with '.' ({_shown(part)}: hidden files are not used)"
+        return f"has a name starting with '.' ({quoted(part)}: hidden files are not used)"
     if part.endswith((" ", ".")):
-        return f"has a name ending in a space or a dot ({_shown(part)})"
+        return f"has a name ending in a space or a dot ({quoted(part)})"
     if part.split(".")[0].strip().lower() in _RESERVED:
-        return f"uses the reserved device name {_shown(part.split('.')[0])}"
+        return f"uses the reserved device name {quoted(part.split('.')[0])}"
     if len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
         return f"has a name longer than {MAX_NAME_BYTES} bytes"
     return None
@@ -60,7 +61,7 @@ def check_relative_name(text: object, what: str, subfolders: bool = True) -> tup
     ``subfolders=False``) any folder part."""
     if not isinstance(text, str):
         raise UnsafePathError(f"{what} must be text, not {type(text).__name__}.")
-    refused = f"{what} {_shown(text)} is refused: it"
+    refused = f"{what} {quoted(text)} is refused: it"
     if "\x00" in text:
         raise UnsafePathError(f"{refused} contains a NUL byte.")
     stripped = text.strip()
@@ -93,7 +94,7 @@ def contained_path(root: str | os.PathLike, parts: Iterable[str], what: str, lab
     candidate = base.joinpath(*parts).resolve()
     if not candidate.is_relative_to(base):
         raise UnsafePathError(
-            f"{what} {_shown('/'.join(parts))} leads outside {_label(base, label)} (through a link that points "
+            f"{what} {quoted('/'.join(parts))} leads outside {_label(base, label)} (through a link that points "
             "elsewhere), so it is refused.")
     return candidate
 
