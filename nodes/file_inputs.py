@@ -14,7 +14,7 @@ from typing import Iterable
 
 import folder_paths
 
-from ..recare_core.safe_files import quoted, require_inside
+from ..recare_core.safe_files import quoted, require_inside, require_regular_file
 
 
 class InvalidChoiceError(ValueError):
@@ -40,5 +40,6 @@ def model_file(folder_name: str, name: object, input_name: str, options: Iterabl
     if path is None:
         raise InvalidChoiceError(f"{input_name}: {quoted(name)} is no longer in models/{folder_name}; refresh the "
                                  "page and pick a file again.")
-    return require_inside(path, folder_paths.get_folder_paths(folder_name), f"{input_name} {quoted(name)}",
-                          f"models/{folder_name}")
+    inside = require_inside(path, folder_paths.get_folder_paths(folder_name), f"{input_name} {quoted(name)}",
+                            f"models/{folder_name}")
+    return require_regular_file(inside, "model file", InvalidChoiceError)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -80,8 +81,11 @@ def test_bad_files_give_clear_errors(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(ErasureFileError, match="not an erasure file"):
         load_erasure(tmp_path / "notes.txt")
-    with pytest.raises(ErasureFileError, match="does not exist"):
+    with pytest.raises(ErasureFileError, match="missing.pt does not exist"):
         load_erasure(tmp_path / "missing.pt")
+    os.mkfifo(tmp_path / "pipe.safetensors")  # would block a read forever
+    with pytest.raises(ErasureFileError, match="pipe.safetensors is not a regular file"):
+        load_erasure(tmp_path / "pipe.safetensors")
 
 
 def test_header_names_pack_version_and_embeddings_and_lora_model_has_weights_only(tmp_path):
@@ -241,7 +245,7 @@ def test_corrupt_headers_and_folders_are_named(tmp_path):
     with pytest.raises(ErasureFileError, match="folder.safetensors is a folder"):
         load_erasure(tmp_path / "folder.safetensors")
     (tmp_path / "folder.pt").mkdir()
-    with pytest.raises(ErasureFileError, match="folder.pt does not exist or is not a file"):
+    with pytest.raises(ErasureFileError, match="folder.pt is a folder"):
         load_erasure(tmp_path / "folder.pt")
 
 

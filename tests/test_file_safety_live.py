@@ -82,7 +82,8 @@ def test_save_erasure_refuses_every_escape_and_writes_nothing_outside(server):
     cases = {"../loras_evil/x": "goes up a folder", "../../../../x": "goes up a folder",
              f"{sibling}/x": "absolute path", "escape/x": "leads outside models/loras",
              "recare/a\x00b": "NUL byte", "": "is empty", "x" * 300: "longer than",
-             "recare/.hidden": "starting with '.'", "C:\\x": "drive", "NUL": "reserved device name"}
+             "recare/.hidden": "starting with '.'", "C:\\x": "drive", "NUL": "reserved device name",
+             "recare/lone\ud800": "surrogate", "a/" * 40 + "x": "folder levels"}
     for prefix, reason in cases.items():
         with pytest.raises(GraphError, match="filename_prefix") as refused:
             server.run_graph(_save_erasure_graph(prefix))

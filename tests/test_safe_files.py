@@ -39,9 +39,10 @@ def _text(content: str):
     ("~root/x", "absolute path"), ("..", "goes up a folder"), ("recare/../../x", "goes up a folder"),
     ("..\\..\\x", "goes up a folder"), ("a/.hidden", "starting with '.'"), ("con", "reserved device name"),
     ("sub/NUL.safetensors", "reserved device name"), ("com1.txt", "reserved device name"),
-    ("file:stream", "characters"), ("x\ny", "control character"), ("tab\there", "control character"),
+    ("file:stream", "characters"), ("x\ny", "control, formatting"), ("tab\there", "control, formatting"),
     ("trailing. ", "ending in a space or a dot"), ("trailing.", "ending in a space or a dot"),
     ("x" * (MAX_NAME_BYTES + 1), "longer than"), ("日" * 70, "longer than"), ("/", "absolute path"),
+    ("evil\u202egnp.exe", "formatting"), ("lone\ud800", "surrogate"), ("a/" * 20 + "x", "folder levels"),
 ])
 def test_hostile_names_are_refused_with_the_input_and_reason(name, reason):
     with pytest.raises(UnsafePathError, match="filename_prefix") as refused:
@@ -204,7 +205,10 @@ def test_json_files_name_the_file_for_every_problem(tmp_path):
     (tmp_path / "big.json").write_text(json.dumps({"x": "y" * 2000}))
     with pytest.raises(FileContentError, match="big.json is larger than"):
         read_json_file(tmp_path / "big.json", "CARE-set file", max_bytes=1000)
-    with pytest.raises(FileContentError, match="Cannot read missing.json"):
+    os.mkfifo(tmp_path / "pipe.json")
+    with pytest.raises(FileContentError, match="pipe.json is not a regular file"):
+        read_json_file(tmp_path / "pipe.json", "CARE-set file")
+    with pytest.raises(FileContentError, match="missing.json does not exist"):
         read_json_file(tmp_path / "missing.json", "CARE-set file")
     (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + b'{"ok": true}')
     assert read_json_file(tmp_path / "bom.json", "CARE-set file") == {"ok": True}

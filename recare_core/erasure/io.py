@@ -33,7 +33,13 @@ from typing import Any
 import torch
 
 from .. import __version__ as PACK_VERSION
-from ..safe_files import parse_json_object, torch_error_text, write_new_file, write_numbered_file
+from ..safe_files import (
+    parse_json_object,
+    require_regular_file,
+    torch_error_text,
+    write_new_file,
+    write_numbered_file,
+)
 from .increments import Erasure, IncrementShapeError, WeightIncrement
 
 FORMAT = "recare-erasure/1"
@@ -163,8 +169,7 @@ def load_erasure(path: str | os.PathLike) -> Erasure:
         raise ErasureFileError(
             f"{path.name} is not an erasure file: use a .safetensors erasure or a diffusers UNet "
             f"({', '.join(TORCH_EXTENSIONS)} or .safetensors).")
-    if path.is_dir():
-        raise ErasureFileError(f"{path.name} is a folder, not an erasure file.")
+    require_regular_file(path, "erasure file", ErasureFileError)
     try:
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
@@ -201,9 +206,7 @@ def _concept_and_metadata(header: dict[str, str], source: str) -> tuple[str | No
 def load_weights_only(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A tensor state dict from a ``torch.save`` file, unpickled with ``weights_only=True``: a file that would
     need to run code (or build any object other than tensors and plain containers) is refused, never executed."""
-    path = Path(path)
-    if not path.is_file():
-        raise ErasureFileError(f"{path.name} does not exist or is not a file.")
+    path = require_regular_file(path, "weights file", ErasureFileError)
     try:
         loaded = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as error:

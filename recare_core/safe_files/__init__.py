@@ -11,11 +11,11 @@
 """
 
 from .paths import UnsafePathError, check_relative_name, contained_path, quoted, require_inside
-from .reading import FileContentError, parse_json_object, read_json_file, torch_error_text
+from .reading import FileContentError, parse_json_object, read_json_file, require_regular_file, torch_error_text
 from .writing import move_aside, new_numbered_folder, write_new_file, write_numbered_file
 
 __all__ = [
     "FileContentError", "UnsafePathError", "check_relative_name", "contained_path", "move_aside",
-    "new_numbered_folder", "parse_json_object", "quoted", "read_json_file", "require_inside", "torch_error_text",
+    "new_numbered_folder", "parse_json_object", "quoted", "read_json_file", "require_inside", "require_regular_file", "torch_error_text",
     "write_new_file", "write_numbered_file",
 ]

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from pathlib import Path, PureWindowsPath
 from typing import Iterable
 
 MAX_NAME_BYTES = 200
 """Longest folder or file name accepted (UTF-8 bytes): file systems allow 255, the rest is kept for a counter
 and an extension."""
+
+MAX_PARTS = 16
+"""Most folder levels (and the file name) one name may have."""
 
 _RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
 _FORBIDDEN = set('<>:"|?*')
@@ -38,8 +42,8 @@ def _problem(part: str) -> str | None:
     """Why ``part`` (one folder or file name) is refused, or None when it is fine."""
     if part == "..":
         return "goes up a folder ('..')"
-    if any(ord(c) < 32 or ord(c) == 127 for c in part):
-        return "contains a control character"
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs") for c in part):
+        return "contains a control, formatting or unpaired surrogate character"
     if _FORBIDDEN.intersection(part):
         return f"contains one of the characters {''.join(sorted(_FORBIDDEN))}"
     if part.startswith("."):
@@ -57,8 +61,8 @@ def check_relative_name(text: object, what: str, subfolders: bool = True) -> tup
     """The folder and file names of ``text``, a relative name such as ``recare/erasure`` ('/' or '\\' between
     parts; surrounding spaces, empty parts and '.' parts ignored); raises :class:`UnsafePathError` naming
     ``what`` (the input) and the reason for an empty name, a NUL byte or other control character, an absolute
-    path, a drive, '..', a hidden or reserved name, a name over :data:`MAX_NAME_BYTES` bytes, or (with
-    ``subfolders=False``) any folder part."""
+    path, a drive, '..', a hidden or reserved name, a name over :data:`MAX_NAME_BYTES` bytes, more than
+    :data:`MAX_PARTS` parts, or (with ``subfolders=False``) any folder part."""
     if not isinstance(text, str):
         raise UnsafePathError(f"{what} must be text, not {type(text).__name__}.")
     refused = f"{what} {quoted(text)} is refused: it"
@@ -77,6 +81,8 @@ def check_relative_name(text: object, what: str, subfolders: bool = True) -> tup
         reason = _problem(part)
         if reason:
             raise UnsafePathError(f"{refused} {reason}. Use letters, digits, '_', '-' and '/' between folders.")
+    if len(parts) > MAX_PARTS:
+        raise UnsafePathError(f"{refused} names {len(parts) - 1} folder levels; at most {MAX_PARTS - 1} are allowed.")
     if not subfolders and len(parts) > 1:
         raise UnsafePathError(f"{refused} names a folder; give a plain name without '/'.")
     return parts

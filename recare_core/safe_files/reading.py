@@ -47,14 +47,25 @@ def parse_json_object(text: str | bytes, source: str, what: str,
     return value
 
 
+def require_regular_file(path: str | os.PathLike, what: str, error: type[Exception] = FileContentError) -> Path:
+    """``path`` when it is a regular file (links followed); raises ``error`` naming it when it is missing, a
+    folder, or something else that cannot be read like a file (a pipe or device, which could block a read)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        raise error(f"{path.name} is a folder, not a {what}.")
+    if os.path.lexists(path):
+        raise error(f"{path.name} is not a regular file, so it is not read as a {what}.")
+    raise error(f"{path.name} does not exist.")
+
+
 def read_json_file(path: str | os.PathLike, what: str, error: type[Exception] = FileContentError,
                    max_bytes: int = MAX_JSON_BYTES) -> dict[str, Any]:
     """The JSON object in the file at ``path`` (at most ``max_bytes``); every problem raised as ``error``
     naming the file."""
-    path = Path(path)
+    path = require_regular_file(path, what, error)
     try:
-        if path.is_dir():
-            raise error(f"{path.name} is a folder, not a {what}.")
         with open(path, "rb") as handle:
             data = handle.read(max_bytes + 1)
     except OSError as problem:
