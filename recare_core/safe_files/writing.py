@@ -52,7 +52,11 @@ def _publish(temporary: Path, path: Path) -> None:
         raise
     except (OSError, NotImplementedError):  # no hard links here (FAT, some network shares): reserve, then rename
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        os.replace(temporary, path)
+        try:
+            os.replace(temporary, path)
+        except BaseException:
+            os.unlink(path)  # the empty placeholder is ours: nothing partial stays behind
+            raise
 
 
 def write_new_file(path: str | os.PathLike, write: Writer) -> Path:
