@@ -32,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from recare_core.safe_files import new_numbered_folder, write_new_file  # noqa: E402
 from recare_core.toyworld.generate import generate_images  # noqa: E402
 from recare_core.toyworld.image_grid import labelled_rows_grid  # noqa: E402
 from recare_core.toyworld.default import DEFAULT_WEIGHTS_DIR, load_world  # noqa: E402
@@ -90,17 +91,6 @@ def markdown_table(summary: dict[str, dict[str, tuple[float, float]]], seeds: li
     return "\n".join(lines)
 
 
-def fresh_folder(root: Path, stem: str) -> Path:
-    """A new ``root/<stem>_<n>`` folder: earlier results are never overwritten."""
-    root.mkdir(parents=True, exist_ok=True)
-    counter = 1
-    while (root / f"{stem}_{counter}").exists():
-        counter += 1
-    folder = root / f"{stem}_{counter}"
-    folder.mkdir()
-    return folder
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS_DIR, help="trained toy-world folder")
@@ -127,15 +117,17 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(summary, args.seeds)
     settings = dataclasses.asdict(dataclasses.replace(
         experiment_settings(args.schedule, args.seeds[0], **overrides), **esd))
-    folder = fresh_folder(args.out, args.schedule)
+    folder = new_numbered_folder(args.out, args.schedule)
     grid = results[0].pop("grid")
     for result in results[1:]:
         result.pop("grid")
-    labelled_rows_grid([(label, torch.tensor(images)) for label, images in grid.items()]).save(folder / "grid.png")
-    (folder / "results.json").write_text(json.dumps(
-        {"schedule": args.schedule, "settings": settings, "seeds": args.seeds, "wall_seconds": round(wall, 1),
-         "torch": torch.__version__, "results": results, "summary": summary}, indent=1), encoding="utf-8")
-    (folder / "table.md").write_text(table + "\n", encoding="utf-8")
+    image = labelled_rows_grid([(label, torch.tensor(images)) for label, images in grid.items()])
+    document = json.dumps({"schedule": args.schedule, "settings": settings, "seeds": args.seeds,
+                           "wall_seconds": round(wall, 1), "torch": torch.__version__, "results": results,
+                           "summary": summary}, indent=1)
+    write_new_file(folder / "grid.png", lambda path: image.save(path, format="PNG"))
+    write_new_file(folder / "results.json", lambda path: path.write_text(document, encoding="utf-8"))
+    write_new_file(folder / "table.md", lambda path: path.write_text(table + "\n", encoding="utf-8"))
     print(table)
     for result in results:
         if "care_set" in result:

@@ -21,10 +21,10 @@ from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from recare_core.safe_files import new_numbered_folder  # noqa: E402
 from recare_core.toyworld.default import CHECKER_FILE, CLIP_DIR, CLIP_FILE, DEFAULT_WEIGHTS_DIR, T2I_FILE, \
     load_report  # noqa: E402
 from recare_core.toyworld.train import PARTS, train_world  # noqa: E402
-from toyworld_erasure import fresh_folder  # noqa: E402  (the sibling script in this folder)
 
 PART_FILES = {"checker": CHECKER_FILE, "clip": f"{CLIP_DIR}/{CLIP_FILE}", "t2i": T2I_FILE}
 # (report path, label) of every quality figure compared, by part.
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := [p for p in parts if p not in PARTS]:
         parser.error(f"unknown part(s) {unknown}; choose among {', '.join(PARTS)}")
     shipped = load_report(args.shipped)
-    folder = fresh_folder(args.out, "retrain")
+    folder = new_numbered_folder(args.out, "retrain")
     torch.set_num_threads(1)
     start = time.perf_counter()
     fresh = train_world(folder, parts, shipped["seed"], shipped["checker"]["steps"], shipped["clip"]["config"]["steps"],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from comfy_api.v0_0_2 import io, ui
@@ -15,10 +14,13 @@ from ..recare_core.careset.build import CONCEPT_TYPES, CareSetSettings, build_ca
 from ..recare_core.careset.io import FORMATS, load_care_set, save_care_set
 from ..recare_core.careset.plot import render_cluster_map
 from ..recare_core.careset.vocabulary import BuildInterrupted
+from ..recare_core.safe_files import require_inside
+from .file_inputs import check_choice
 from .training_context import ComfyProgress, interrupted
 from .types import CATEGORY, CareClipType, CareSetType
 
 OUTPUT_SUBFOLDER = "recare"
+OUTPUT_MARK = " [output]"
 _DEFAULTS = CareSetSettings()
 
 
@@ -82,6 +84,8 @@ class BuildCARESet(io.ComfyNode):
     @classmethod
     def execute(cls, images, care_clip, reference_word, concept_type, top_k_per_image, top_n_tokens, n_clusters,
                 k_each_side, alpha, min_cluster_size, seed, word_hygiene) -> io.NodeOutput:
+        check_choice(concept_type, CONCEPT_TYPES, "concept_type")
+        care_clip.require_fits(reference_word, "reference_word")
         settings = CareSetSettings(top_k_per_image, top_n_tokens, n_clusters, k_each_side, alpha, min_cluster_size,
                                    seed, word_hygiene)
         try:
@@ -91,16 +95,6 @@ class BuildCARESet(io.ComfyNode):
             comfy.model_management.throw_exception_if_processing_interrupted()
             raise
         return io.NodeOutput(care_set, care_set.report(), render_cluster_map(care_set))
-
-
-def _output_location(filename_prefix: str) -> tuple[Path, str]:
-    """(directory under output/recare/, file stem) for a prefix that may name subfolders; never leaves it."""
-    parts = [re.sub(r"[^\w.-]+", "_", part) for part in re.split(r"[\\/]+", filename_prefix.strip())]
-    parts = [part for part in parts if part.strip("._")]
-    root = Path(folder_paths.get_output_directory()) / OUTPUT_SUBFOLDER
-    if not parts:
-        return root, "careset"
-    return root.joinpath(*parts[:-1]), parts[-1]
 
 
 class SaveCARESet(io.ComfyNode):
@@ -120,7 +114,9 @@ class SaveCARESet(io.ComfyNode):
             inputs=[
                 CareSetType.Input("care_set", tooltip="The CARE-set to save (BuildCARESet or LoadCARESet)."),
                 io.String.Input("filename_prefix", default="careset",
-                                tooltip="File name start, may include subfolders; files go under output/recare/."),
+                                tooltip="File name start, may include subfolders ('/'); files go under "
+                                        "output/recare/. Absolute paths, '..', hidden names and links leading "
+                                        "out of output/recare/ are refused."),
                 io.Combo.Input("format", options=list(FORMATS), default="recare",
                                tooltip="'recare': anchor/retain lists plus words, counts, similarities, residual "
                                        "norms, clusters, settings and the CLIP used. 'reference': only the two "
@@ -132,15 +128,16 @@ class SaveCARESet(io.ComfyNode):
 
     @classmethod
     def execute(cls, care_set, filename_prefix, format) -> io.NodeOutput:
-        directory, stem = _output_location(filename_prefix)
-        path = save_care_set(care_set, directory, stem, format)
+        check_choice(format, FORMATS, "format")
+        root = Path(folder_paths.get_output_directory()) / OUTPUT_SUBFOLDER
+        path = save_care_set(care_set, root, filename_prefix, format, "filename_prefix", "output/recare")
         return io.NodeOutput(str(path), ui=ui.PreviewText(f"saved {path.name} ({len(care_set.words)} CARE words)"))
 
 
 def care_set_files() -> list[str]:
     """JSON files in ComfyUI's input folder, and under output/recare/ (annotated ``[output]``)."""
     choices = []
-    for base, suffix in ((folder_paths.get_input_directory(), ""), (folder_paths.get_output_directory(), " [output]")):
+    for base, suffix in ((folder_paths.get_input_directory(), ""), (folder_paths.get_output_directory(), OUTPUT_MARK)):
         top = os.path.join(base, OUTPUT_SUBFOLDER) if suffix else base
         for directory, _, names in os.walk(top):
             for name in names:
@@ -174,13 +171,32 @@ class LoadCARESet(io.ComfyNode):
 
     @classmethod
     def fingerprint_inputs(cls, file) -> str:
-        path = folder_paths.get_annotated_filepath(file)
+        if file not in care_set_files():
+            return "not an option"
+        path, _, _ = _listed_path(file)
         return f"{os.path.getmtime(path)}:{os.path.getsize(path)}" if os.path.isfile(path) else "missing"
 
     @classmethod
     def execute(cls, file) -> io.NodeOutput:
-        care_set = load_care_set(folder_paths.get_annotated_filepath(file))
-        return io.NodeOutput(care_set, care_set.report())
+        return io.NodeOutput(*_load_listed(file))
+
+
+def _load_listed(file: str) -> tuple:
+    """The CARE-set (and its report) of ``file``, a value of LoadCARESet's list, read only from inside
+    ComfyUI/input/ or output/recare/ (links followed)."""
+    check_choice(file, care_set_files(), "file")
+    path, root, label = _listed_path(file)
+    care_set = load_care_set(require_inside(path, [root], f"file {file!r}", label))
+    return care_set, care_set.report()
+
+
+def _listed_path(file: str) -> tuple[Path, Path, str]:
+    """(path, the folder it must stay in, that folder's name) of a value of :func:`care_set_files`."""
+    if file.endswith(OUTPUT_MARK):
+        relative = file[: -len(OUTPUT_MARK)]
+        return Path(folder_paths.get_output_directory()) / relative, \
+            Path(folder_paths.get_output_directory()) / OUTPUT_SUBFOLDER, "output/recare"
+    return Path(folder_paths.get_input_directory()) / file, Path(folder_paths.get_input_directory()), "input"
 
 
 NODES = [BuildCARESet, SaveCARESet, LoadCARESet]

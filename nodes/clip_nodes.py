@@ -9,13 +9,23 @@ from comfy_api.v0_0_2 import io
 import comfy.model_management
 import folder_paths
 
-from ..recare_core.careset.clip_model import FROM_CONFIG, clip_architectures, load_care_clip, pretrained_tags
+from ..recare_core.careset.clip_model import (
+    CONFIG_FILE_NAME,
+    FROM_CONFIG,
+    clip_architectures,
+    load_care_clip,
+    pretrained_tags,
+)
+from ..recare_core.safe_files import require_inside
+from .file_inputs import check_choice, model_file
 from .types import CATEGORY, CareClipType
 
 OPEN_CLIP_FOLDER = "open_clip"
 WEIGHT_EXTENSIONS = {".safetensors", ".bin", ".pt", ".pth"}
 DEFAULT_ARCHITECTURE = "ViT-B-32"
 DEFAULT_WEIGHTS = "openai"
+QUICK_GELU = {"auto": None, "on": True, "off": False}
+DEVICES = ("auto", "cpu")
 
 
 def register_open_clip_folder() -> None:
@@ -65,12 +75,12 @@ class LoadCAREClip(io.ComfyNode):
                                tooltip="The open_clip architecture the weights were made for. "
                                        f"'{FROM_CONFIG}' reads it from the open_clip_config.json next to the file "
                                        "(as in open_clip's Hugging Face repositories)."),
-                io.Combo.Input("quick_gelu", options=["auto", "on", "off"], default="auto",
+                io.Combo.Input("quick_gelu", options=list(QUICK_GELU), default="auto",
                                tooltip="OpenAI's CLIP weights need the QuickGELU activation. 'auto' turns it on for "
                                        "'-quickgelu' architectures, for the 'openai' pretrained name and for files "
                                        "whose name or folder name contains 'openai'; set 'on' for OpenAI weights "
                                        "saved under another name."),
-                io.Combo.Input("device", options=["auto", "cpu"], default="auto",
+                io.Combo.Input("device", options=list(DEVICES), default="auto",
                                tooltip="'auto' runs CLIP on ComfyUI's device (the GPU when there is one)."),
             ],
             outputs=[CareClipType.Output(display_name="care_clip", tooltip="The CLIP for BuildCARESet and CAREScore.")],
@@ -78,11 +88,27 @@ class LoadCAREClip(io.ComfyNode):
 
     @classmethod
     def execute(cls, weights: str, architecture: str, quick_gelu: str, device: str) -> io.NodeOutput:
-        files = folder_paths.get_filename_list(OPEN_CLIP_FOLDER)
-        source = folder_paths.get_full_path_or_raise(OPEN_CLIP_FOLDER, weights) if weights in files else weights
+        check_choice(architecture, [FROM_CONFIG, *clip_architectures()], "architecture")
+        check_choice(quick_gelu, QUICK_GELU, "quick_gelu")
+        check_choice(device, DEVICES, "device")
+        source = _weights_source(weights, architecture)
         torch_device = comfy.model_management.get_torch_device() if device == "auto" else "cpu"
-        gelu = {"auto": None, "on": True, "off": False}[quick_gelu]
-        return io.NodeOutput(load_care_clip(architecture, source, device=torch_device, quick_gelu=gelu))
+        clip = load_care_clip(architecture, source, device=torch_device, quick_gelu=QUICK_GELU[quick_gelu])
+        return io.NodeOutput(clip)
+
+
+def _weights_source(weights: object, architecture: str) -> str:
+    """A file of models/open_clip (inside it once links are followed, with the open_clip_config.json beside it
+    when the architecture is read from there), or one of open_clip's pretrained names: nothing else is looked up."""
+    files = folder_paths.get_filename_list(OPEN_CLIP_FOLDER)
+    if weights not in files:
+        return check_choice(weights, pretrained_tags(), "weights")
+    path = model_file(OPEN_CLIP_FOLDER, weights, "weights", files)
+    config = path.parent / CONFIG_FILE_NAME
+    if architecture == FROM_CONFIG and os.path.lexists(config):
+        require_inside(config, folder_paths.get_folder_paths(OPEN_CLIP_FOLDER),
+                       f"the {CONFIG_FILE_NAME} beside {weights!r}", "models/open_clip")
+    return str(path)
 
 
 NODES = [LoadCAREClip]

@@ -17,6 +17,7 @@ from torch import nn
 import comfy.model_management
 import comfy.supported_models
 
+from ..recare_core.safe_files import check_relative_name, write_numbered_file
 from ..recare_core.training.train_methods import select_trainable_modules
 
 SUPPORTED_MODEL_CONFIGS = (comfy.supported_models.SD15,)
@@ -217,19 +218,13 @@ class ComfyBackend:
 
 def save_textual_inversion_embedding(embedding: torch.Tensor, directory: str, name: str) -> str:
     """Write ``embedding`` (``(n, 768)``) as a ComfyUI/A1111 textual-inversion file ``<name>.safetensors`` in
-    ``directory`` so prompts can say ``embedding:<name>``; an existing file gets a numbered name instead of being
-    overwritten. Returns the name to use in prompts."""
-    import os
-
+    ``directory`` so prompts can say ``embedding:<name>``; when that name is taken the file is
+    ``<name>_00001.safetensors`` (the next free number) instead, never overwriting. ``name`` is one plain file
+    name (checked by :func:`recare_core.safe_files.check_relative_name`). Returns the name to use in prompts."""
     from safetensors.torch import save_file
 
-    os.makedirs(directory, exist_ok=True)
-    candidate, counter = name, 1
-    while os.path.exists(os.path.join(directory, f"{candidate}.safetensors")):
-        counter += 1
-        candidate = f"{name}_{counter}"
-    path = os.path.join(directory, f"{candidate}.safetensors")
-    save_file({"emb_params": embedding.detach().float().cpu().reshape(-1, embedding.shape[-1]).contiguous()},
-              path + ".tmp")
-    os.replace(path + ".tmp", path)
-    return candidate
+    tensors = {"emb_params": embedding.detach().float().cpu().reshape(-1, embedding.shape[-1]).contiguous()}
+    check_relative_name(name, "embedding_name", subfolders=False)
+    path = write_numbered_file(directory, name, ".safetensors", lambda temporary: save_file(tensors, str(temporary)),
+                               "embedding_name", "models/embeddings", plain_first=True)
+    return path.name[: -len(".safetensors")]

@@ -5,21 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import comfy.model_management
 import folder_paths
 from comfy_api.v0_0_2 import io
 
-from ..recare_core.erasure.io import (
-    TORCH_EXTENSIONS,
-    erasure_to_lora_model,
-    load_erasure,
-    next_free_path,
-    save_erasure,
-)
+from ..recare_core.erasure.io import TORCH_EXTENSIONS, erasure_to_lora_model, load_erasure, save_numbered_erasure
 from ..recare_core.erasure.lora_compress import CompressionStopped, compress_erasure
 from .diffusers_import import resolve_against_model
 from .erasure_patch import apply_erasure
+from .file_inputs import model_file
 from .training_context import ComfyProgress, interrupted
 from .types import CATEGORY, ErasureType
 
@@ -79,7 +75,9 @@ class SaveErasure(io.ComfyNode):
             inputs=[
                 ErasureType.Input("erasure", tooltip="The erasure to save."),
                 io.String.Input("filename_prefix", default="recare/erasure",
-                                tooltip="File name prefix inside models/loras; a subfolder may be given with '/'."),
+                                tooltip="File name prefix inside models/loras; subfolders may be given with '/'. "
+                                        "Absolute paths, '..', hidden names and links leading out of models/loras "
+                                        "are refused."),
             ],
             outputs=[io.String.Output(display_name="file", tooltip="The saved file, relative to models/loras.")],
             is_output_node=True,
@@ -88,8 +86,8 @@ class SaveErasure(io.ComfyNode):
     @classmethod
     def execute(cls, erasure, filename_prefix) -> io.NodeOutput:
         root = folder_paths.get_folder_paths(ERASURE_FOLDER)[0]
-        path = save_erasure(erasure, next_free_path(root, filename_prefix.strip() or "recare/erasure"))
-        relative = path.relative_to(root).as_posix()
+        path = save_numbered_erasure(erasure, root, filename_prefix, "filename_prefix", "models/loras")
+        relative = path.relative_to(Path(root).resolve()).as_posix()
         return io.NodeOutput(relative, ui={"text": [f"Saved {relative} to models/loras"]})
 
 
@@ -122,7 +120,7 @@ class LoadErasure(io.ComfyNode):
 
     @classmethod
     def execute(cls, name) -> io.NodeOutput:
-        erasure = load_erasure(folder_paths.get_full_path_or_raise(ERASURE_FOLDER, name))
+        erasure = load_erasure(model_file(ERASURE_FOLDER, name, "name", _erasure_files()))
         if erasure.needs_base_model:
             contents = (f"full diffusers UNet with {len(erasure.diffusers_unet)} weights; applied as its difference "
                         "to the model given to ApplyErasedUNet")
@@ -135,7 +133,7 @@ class LoadErasure(io.ComfyNode):
     @classmethod
     def fingerprint_inputs(cls, name) -> str:
         """Re-run when the file on disk changes."""
-        path = folder_paths.get_full_path(ERASURE_FOLDER, name)
+        path = folder_paths.get_full_path(ERASURE_FOLDER, name) if name in _erasure_files() else None
         return f"{name}:{os.path.getmtime(path) if path else 'missing'}"
 
 

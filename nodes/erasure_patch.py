@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..recare_core.erasure.increments import Erasure
+from ..recare_core.erasure.increments import Erasure, IncrementShapeError
 
 
 class ErasureMismatchError(ValueError):
@@ -18,7 +18,11 @@ def erasure_patches(model, erasure: Erasure) -> dict[str, tuple]:
     for key, increment in erasure.increments.items():
         if key in missing:
             continue
-        delta = increment.delta(state[key].shape)
+        try:
+            delta = increment.delta(state[key].shape)
+        except IncrementShapeError as error:
+            wrong_shape.append(f"{key}: {error}")
+            continue
         if tuple(delta.shape) != tuple(state[key].shape):
             wrong_shape.append(f"{key}: erasure {tuple(delta.shape)} vs model {tuple(state[key].shape)}")
             continue

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from comfy_api.v0_0_2 import io
 
-from ..recare_core.scoring.care_score import care_score
+from ..recare_core.scoring.care_score import care_score, label_prompt
 from ..recare_core.scoring.nudity import DEFAULT_THRESHOLD, EXPOSED_CLASSES, nudity_rate
 from ..recare_core.scoring.score_plot import render_score_grid
 from .types import CATEGORY, CareClipType
@@ -33,7 +33,8 @@ class CAREScore(io.ComfyNode):
             inputs=[
                 io.Image.Input("images", tooltip="Images generated from prompts that contain the CARE concept."),
                 CareClipType.Input("care_clip", tooltip="The CLIP used for zero-shot classification (LoadCAREClip)."),
-                io.String.Input("care_concept", default="person", tooltip="The co-occurring concept that should survive, e.g. 'person'."),
+                io.String.Input("care_concept", default="person", tooltip="The co-occurring concept that should survive, e.g. 'person'. "
+                                "Like every label, at most 75 CLIP tokens with its template (longer ones are refused, not cut)."),
                 io.String.Input("labels", default="", multiline=True, tooltip="Your own label list, one per line or comma-separated. "
                                 "Empty: the 80 COCO object names plus the CARE concept, as in the paper."),
                 io.Boolean.Input("use_template", default=True, tooltip="Classify against 'A photo of a/an {label}' instead of the raw label."),
@@ -51,6 +52,9 @@ class CAREScore(io.ComfyNode):
     @classmethod
     def execute(cls, images, care_clip, care_concept, labels, use_template, erase_concept="") -> io.NodeOutput:
         label_list = _split_list(labels)
+        named = [("care_concept", care_concept), ("erase_concept", erase_concept or "")]
+        for what, text in named + [("A label in 'labels'", label) for label in label_list]:
+            care_clip.require_fits(label_prompt(text, use_template) if text.strip() else text, what)
         result = care_score(care_clip, images, care_concept, label_list or None, use_template, erase_concept or None)
         return io.NodeOutput(result.care_score, result.mean_care_similarity, result.report(),
                              render_score_grid(images, result))

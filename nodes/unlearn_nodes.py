@@ -12,6 +12,7 @@ from comfy_api.v0_0_2 import io
 
 from ..recare_core import __version__ as PACK_VERSION
 from ..recare_core.erasure.increments import Erasure
+from ..recare_core.safe_files import check_relative_name
 from ..recare_core.scoring.loss_plot import render_loss_curves
 from ..recare_core.training.train_methods import TRAIN_METHODS
 from ..recare_core.methods.recare import PRESETS, ReCAREConfig, TrainingInterrupted, run_recare
@@ -19,6 +20,8 @@ from .comfy_backend import ComfyBackend, save_textual_inversion_embedding
 from .erasure_patch import apply_erasure
 from .training_context import ComfyProgress, interrupted, make_weights_autograd_safe, training_mode
 from .compat import advanced
+from .file_inputs import check_choice
+from .prompt_limits import check_unlearn_prompts
 from .types import CATEGORY, CareSetType, ErasureType
 
 _DEFAULTS = ReCAREConfig()
@@ -55,7 +58,8 @@ class ReCAREUnlearn(io.ComfyNode):
                 io.Image.Input("target_images", tooltip="Images of the concept to erase, generated with the original model "
                                "(the paper uses hundreds). Each adversarial round uses its own share of them."),
                 CareSetType.Input("care_set", tooltip="The CARE-set from BuildCARESet / LoadCARESet: anchor and retain prompts."),
-                io.String.Input("erase_concept", default="nudity", tooltip="The concept to erase, as a prompt (e.g. 'nudity', 'Van Gogh')."),
+                io.String.Input("erase_concept", default="nudity", tooltip="The concept to erase, as a prompt (e.g. 'nudity', 'Van Gogh'); "
+                                "at most 75 CLIP tokens (longer is refused, not cut)."),
                 io.String.Input("initializer_token", default="person", tooltip="A word the adversarial tokens start from: "
                                 "'person' or an object for objects, 'art' for styles."),
                 io.Combo.Input("concept_type", options=["object", "style"], default="object",
@@ -85,7 +89,8 @@ class ReCAREUnlearn(io.ComfyNode):
                 io.Int.Input("seed", default=_DEFAULTS.seed, min=0, max=2**31 - 1, tooltip="Seed for every random draw of the training."),
                 io.String.Input("embedding_name", default="recare_adv", tooltip="The learned adversarial tokens are saved to "
                                 "models/embeddings as <name>_<i> (use 'embedding:<name>_<i>' in a prompt to check the erased "
-                                "model resists them). Empty: do not save them."),
+                                "model resists them; a taken name gets _00001, ... and is never overwritten). Empty: do not "
+                                "save them."),
             ],
             outputs=[
                 io.Model.Output(display_name="erased_model", tooltip="The erased model (a patched clone)."),
@@ -97,6 +102,11 @@ class ReCAREUnlearn(io.ComfyNode):
     @classmethod
     def execute(cls, model, clip, vae, target_images, care_set, erase_concept, initializer_token, concept_type,
                 preset, seed, embedding_name, gradient_checkpointing, **numbers) -> io.NodeOutput:
+        for name, value, options in (("concept_type", concept_type, ("object", "style")), ("preset", preset, PRESETS),
+                                     ("train_method", numbers.get("train_method"), TRAIN_METHODS),
+                                     ("update", numbers.get("update"), ("full", "lora"))):
+            check_choice(value, options, name)
+        embedding_base = _embedding_base(embedding_name)
         config = dataclasses.replace(
             ReCAREConfig.preset(preset), concept_type=concept_type, initializer_token=initializer_token.strip(),
             seed=seed, gradient_checkpointing=gradient_checkpointing,
@@ -107,6 +117,9 @@ class ReCAREUnlearn(io.ComfyNode):
         if target_images is None or target_images.shape[0] == 0:
             raise ValueError("target_images is empty: generate some images of the concept to erase first.")
         backend = ComfyBackend(model, clip, vae)
+        check_unlearn_prompts(backend.text, erase_concept, config.initializer_token, concept_type,
+                              care_set.anchor_prompts, care_set.retain_prompts,
+                              uses_initializer=bool(config.n_rounds and config.ti_steps))
         progress = ComfyProgress(config.total_steps)
         with training_mode():
             backend.load()
@@ -120,7 +133,7 @@ class ReCAREUnlearn(io.ComfyNode):
                 # Hand the stop back to ComfyUI's executor, which reports it as an interrupted run.
                 comfy.model_management.throw_exception_if_processing_interrupted()
                 raise
-        saved_embeddings = _save_embeddings(result.learned_tokens, embedding_name)
+        saved_embeddings = _save_embeddings(result.learned_tokens, embedding_base)
         erasure = Erasure(
             concept=erase_concept,
             increments=result.increments,
@@ -140,9 +153,18 @@ class ReCAREUnlearn(io.ComfyNode):
         return io.NodeOutput(erased_model, erasure, render_loss_curves(result.losses))
 
 
-def _save_embeddings(learned_tokens: dict[str, torch.Tensor], embedding_name: str) -> list[str]:
-    """Save each learned token as a textual-inversion embedding; returns the names to use in prompts."""
+def _embedding_base(embedding_name: str) -> str:
+    """The file-name start of the adversarial embeddings: ``embedding_name`` with every character other than
+    letters, digits, '_' and '-' made '_' (so that prompts can name it), checked as a plain file name; '' = none."""
     base = re.sub(r"[^A-Za-z0-9_-]", "_", embedding_name.strip())
+    if base:
+        check_relative_name(base, "embedding_name", subfolders=False)
+    return base
+
+
+def _save_embeddings(learned_tokens: dict[str, torch.Tensor], base: str) -> list[str]:
+    """Save each learned token as a textual-inversion embedding ``<base>_<i>``; returns the names to use in
+    prompts (none when ``base`` is empty)."""
     if not base:
         return []
     directory = folder_paths.get_folder_paths("embeddings")[0]

@@ -8,6 +8,7 @@ import pytest
 
 from recare_core.careset.build import CareCandidate, CareSet, CareSetInputError, ClusterSummary, reference_key
 from recare_core.careset.io import CareSetFileError, load_care_set, save_care_set, write_care_set
+from recare_core.safe_files import UnsafePathError
 
 # What the reference's utils/dictionary.py writes for --reference_word 'Van Gogh' --prompt_style style.
 REFERENCE_STYLE_FILE = {
@@ -88,14 +89,17 @@ def test_files_are_never_overwritten(tmp_path):
     assert load_care_set(paths[0]) == care_set
 
 
-def test_unsafe_prefixes_stay_inside_the_directory(tmp_path):
-    path = save_care_set(_rich_care_set(), tmp_path / "out", "../../evil name")
-    assert path.parent == tmp_path / "out" and path.name == "evil_name_00001.json"
+def test_unsafe_prefixes_are_refused_and_subfolders_stay_inside(tmp_path):
+    with pytest.raises(UnsafePathError, match=r"filename_prefix '\.\./\.\./evil name' is refused: it goes up"):
+        save_care_set(_rich_care_set(), tmp_path / "out", "../../evil name")
+    assert not (tmp_path / "evil name_00001.json").exists()
+    path = save_care_set(_rich_care_set(), tmp_path / "out", "sub/evil name")
+    assert path == (tmp_path / "out" / "sub" / "evil name_00001.json").resolve()
 
 
 @pytest.mark.parametrize("content, message", [
-    ("not json", "not a readable JSON"),
-    ("[1, 2]", "JSON object"),
+    ("not json", "not valid JSON"),
+    ("[1, 2]", "is a list in JSON, not an object"),
     (json.dumps({"nudity_care_word": ["A person"]}), "exactly one anchor list"),
     (json.dumps({"a_care_word": ["A x"], "a_care_word_photo": []}), "non-empty list"),
     (json.dumps({**REFERENCE_OBJECT_FILE, "recare_careset": {"format": "other"}}), "Unsupported"),
@@ -114,3 +118,31 @@ def test_missing_file_and_bad_format_name(tmp_path):
         save_care_set(_rich_care_set(), tmp_path, fmt="yaml")
     with pytest.raises(CareSetInputError, match="concept_type"):
         CareSet.from_words("x", "scene", ["y"])
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[" * 100000 + "]" * 100000, "nested too deeply"),
+    (json.dumps({"a_care_word": [1, 2], "a_care_word_photo": ["x"]}), "not a CARE-set file"),
+    (json.dumps({"a_care_word": ["A x"], "a_care_word_photo": ["y"], "recare_careset": {
+        "format": "comfyui-recare/careset", "version": 1, "candidates": [{"nonsense": 1}]}}), "not a CARE-set file"),
+    (json.dumps({"a_care_word": ["A x"], "a_care_word_photo": ["y"], "recare_careset": {
+        "format": "comfyui-recare/careset", "version": "many"}}), "not a CARE-set file"),
+])
+def test_hostile_files_are_refused_with_the_file_named(tmp_path, content, message):
+    path = tmp_path / "hostile.json"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(CareSetFileError, match=message) as refused:
+        load_care_set(path)
+    assert "hostile.json" in str(refused.value)
+
+
+def test_folders_binary_files_and_partial_writes(tmp_path):
+    (tmp_path / "folder.json").mkdir()
+    with pytest.raises(CareSetFileError, match="folder.json is a folder"):
+        load_care_set(tmp_path / "folder.json")
+    (tmp_path / "binary.json").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(CareSetFileError, match="binary.json is not a text file"):
+        load_care_set(tmp_path / "binary.json")
+    (tmp_path / "taken_00001.json").mkdir()  # a folder holding the next name is skipped, never written into
+    assert save_care_set(_rich_care_set(), tmp_path, "taken").name == "taken_00002.json"
+    assert list((tmp_path / "taken_00001.json").iterdir()) == []

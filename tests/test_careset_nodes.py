@@ -146,12 +146,23 @@ def test_load_care_clip_node_reads_the_open_clip_folder(node_modules, tmp_path):
         paths.remove(str(folder))
 
 
-def test_save_prefix_cannot_leave_the_output_folder(recare_pack, tmp_path):
-    nodes = importlib.import_module("comfyui_recare.nodes.careset_nodes")
+def test_save_prefix_cannot_leave_the_output_folder(node_modules, tmp_path):
+    careset_nodes, _ = node_modules
     import folder_paths
 
-    root = os.path.join(folder_paths.get_output_directory(), "recare")
-    directory, stem = nodes._output_location("../../etc/passwd")
-    assert str(directory).startswith(root) and stem == "passwd" and ".." not in directory.parts
-    assert nodes._output_location("  ") == (Path(root), "careset")
-    assert nodes._output_location("sub/dir/name") == (Path(root) / "sub" / "dir", "name")
+    from comfyui_recare.recare_core.careset.build import CareSet
+    from comfyui_recare.recare_core.safe_files import UnsafePathError
+
+    care_set = CareSet.from_words("person", "object", ["beach"])
+    previous = folder_paths.get_output_directory()
+    folder_paths.set_output_directory(str(tmp_path))
+    try:
+        for prefix in ("../../etc/passwd", "/etc/passwd", "  ", "a\x00b", "..\\..\\x"):
+            with pytest.raises(UnsafePathError, match="filename_prefix"):
+                careset_nodes.SaveCARESet.execute(care_set=care_set, filename_prefix=prefix, format="recare")
+        written = careset_nodes.SaveCARESet.execute(care_set=care_set, filename_prefix="sub/dir/name",
+                                                    format="recare").args[0]
+        assert Path(written) == (tmp_path / "recare" / "sub" / "dir" / "name_00001.json").resolve()
+    finally:
+        folder_paths.set_output_directory(previous)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == [Path(written)]

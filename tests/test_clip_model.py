@@ -28,9 +28,19 @@ def _full_context_features(clip, texts):
 
 def test_short_context_equals_the_77_token_context(clip):
     texts = ["person", "persons", "a photo of a person", "A painting of starry night", "", "!!",
-             "ðŁĺĤ", "<end_of_text>", "word " * 80]
+             "ðŁĺĤ", "<end_of_text>", "word " * 75]
     assert clip.supports_short_context
     torch.testing.assert_close(clip.embed_texts(texts), _full_context_features(clip, texts), atol=1e-5, rtol=0)
+    long_ids = [clip.token_ids("word " * 80)]  # token ids are cut to the context, as open_clip's tokenizer does
+    torch.testing.assert_close(clip.embed_token_ids(long_ids), _full_context_features(clip, ["word " * 80]),
+                               atol=1e-5, rtol=0)
+
+
+def test_texts_longer_than_the_context_are_refused_not_cut(clip):
+    with pytest.raises(CareClipInputError, match=r"The text .* is 76 tokens long.*at most 75 tokens \(77 with"):
+        clip.embed_texts(["word " * 76])
+    with pytest.raises(CareClipInputError, match="reference_word"):
+        clip.require_fits("a " * 200, "reference_word")
 
 
 def test_single_token_vocabulary_entries_use_three_positions(clip):

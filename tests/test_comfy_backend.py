@@ -98,7 +98,7 @@ def test_learned_token_exported_as_comfyui_embedding_gives_the_same_conditioning
     learned = backend.token_embedding("dog") + 0.01 * torch.randn(1, 768, generator=torch.Generator().manual_seed(1))
     name = module.save_textual_inversion_embedding(learned, str(tmp_path), "recare_adv")
     assert name == "recare_adv"
-    assert module.save_textual_inversion_embedding(learned, str(tmp_path), "recare_adv") == "recare_adv_2"
+    assert module.save_textual_inversion_embedding(learned, str(tmp_path), "recare_adv") == "recare_adv_00001"
     ours = backend.encode_text(["a photo of a <adv>"], {"<adv>": learned})
     clip = comfy_models["clip"]
     tokenizer = clip.tokenizer.clip_l

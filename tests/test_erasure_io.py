@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -13,9 +14,10 @@ from recare_core.erasure.io import (
     ErasureFileError,
     erasure_to_state_dict,
     load_erasure,
-    next_free_path,
     save_erasure,
+    save_numbered_erasure,
 )
+from recare_core.safe_files import UnsafePathError
 
 
 def _erasure() -> Erasure:
@@ -64,12 +66,11 @@ def test_never_overwrites(tmp_path):
     with pytest.raises(FileExistsError):
         save_erasure(_erasure(), path)
     assert path.read_bytes() == before
-    first = next_free_path(tmp_path, "recare/nudity")
-    assert first.name == "nudity_00001_.safetensors"
-    save_erasure(_erasure(), first)
-    assert next_free_path(tmp_path, "recare/nudity").name == "nudity_00002_.safetensors"
-    with pytest.raises(ValueError, match="outside"):
-        next_free_path(tmp_path, "../../escape")
+    first = save_numbered_erasure(_erasure(), tmp_path, "recare/nudity")
+    assert first == (tmp_path / "recare" / "nudity_00001_.safetensors").resolve()
+    assert save_numbered_erasure(_erasure(), tmp_path, "recare/nudity").name == "nudity_00002_.safetensors"
+    with pytest.raises(UnsafePathError, match="goes up a folder"):
+        save_numbered_erasure(_erasure(), tmp_path, "../../escape")
 
 
 def test_bad_files_give_clear_errors(tmp_path):
@@ -80,8 +81,11 @@ def test_bad_files_give_clear_errors(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(ErasureFileError, match="not an erasure file"):
         load_erasure(tmp_path / "notes.txt")
-    with pytest.raises(ErasureFileError, match="does not exist"):
+    with pytest.raises(ErasureFileError, match="missing.pt does not exist"):
         load_erasure(tmp_path / "missing.pt")
+    os.mkfifo(tmp_path / "pipe.safetensors")  # would block a read forever
+    with pytest.raises(ErasureFileError, match="pipe.safetensors is not a regular file"):
+        load_erasure(tmp_path / "pipe.safetensors")
 
 
 def test_header_names_pack_version_and_embeddings_and_lora_model_has_weights_only(tmp_path):
@@ -173,3 +177,86 @@ def test_non_unet_weights_files_give_clear_errors(tmp_path):
     (tmp_path / "truncated.pt").write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(ErasureFileError, match="Cannot read"):
         load_erasure(tmp_path / "truncated.pt")
+
+
+def _write_raw(path, tensors: dict, header: dict) -> None:
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path), metadata=header)
+
+
+_RECARE_HEADER = {"recare.format": "recare-erasure/1", "recare.concept": "nudity"}
+_FULL = {"diffusion_model.out.2.diff": torch.zeros(4, 4)}
+
+
+@pytest.mark.parametrize("header, message", [
+    ({**_RECARE_HEADER, "recare.metadata": "{not json"}, "recare.metadata entry of bad.safetensors is not valid JSON"),
+    ({**_RECARE_HEADER, "recare.metadata": "[1, 2]"}, "is a list in JSON, not an object"),
+    ({**_RECARE_HEADER, "recare.metadata": "null"}, "is null in JSON"),
+    ({**_RECARE_HEADER, "recare.metadata": "[" * 50000 + "]" * 50000}, "nested too deeply"),
+    ({"recare.format": "recare-erasure/1", "recare.metadata": "{}"}, "without its erased concept"),
+    ({"recare.format": "recare-erasure/99", "recare.concept": "x"}, "format 'recare-erasure/99'"),
+    ({"recare.format": "recare-erasure/1", "recare.metadata": '{"erased_concept": 5}'}, "not a word or phrase"),
+])
+def test_malformed_metadata_names_the_file_and_the_problem(tmp_path, header, message):
+    _write_raw(tmp_path / "bad.safetensors", _FULL, header)
+    with pytest.raises(ErasureFileError, match=message) as refused:
+        load_erasure(tmp_path / "bad.safetensors")
+    assert "bad.safetensors" in str(refused.value)
+
+
+@pytest.mark.parametrize("tensors, message", [
+    ({"m.x.lora_down.weight": torch.zeros(4, 16), "m.x.lora_up.weight": torch.zeros(8, 3)},
+     r"layer 'm.x' is malformed: up \(8, 3\) does not fit down \(4, 16\)"),
+    ({"m.x.lora_down.weight": torch.zeros(4), "m.x.lora_up.weight": torch.zeros(8, 4)}, "layer 'm.x' is malformed"),
+    ({"m.x.lora_down.weight": torch.zeros(4, 16)}, "layer 'm.x' lacks its down or up matrix"),
+    ({"m.x.lora_down.weight": torch.zeros(2, 3), "m.x.lora_up.weight": torch.zeros(3, 2),
+      "m.x.alpha": torch.zeros(3)}, "'m.x.alpha' holds 3 values"),
+    ({"m.x.diff": torch.zeros(3, dtype=torch.int64)}, "'m.x.diff' holds torch.int64 values"),
+    ({"m.x.something": torch.zeros(3)}, "unexpected tensor 'm.x.something'"),
+    ({"recare.embedding.adv": torch.zeros(2, 3, 4), "m.x.diff": torch.zeros(3)}, "embedding 'recare.embedding.adv'"),
+])
+def test_wrong_shaped_increments_name_file_and_layer(tmp_path, tensors, message):
+    _write_raw(tmp_path / "shapes.safetensors", tensors, dict(_RECARE_HEADER))
+    with pytest.raises(ErasureFileError, match=message) as refused:
+        load_erasure(tmp_path / "shapes.safetensors")
+    assert str(refused.value).startswith("shapes.safetensors")
+
+
+def test_a_lora_that_cannot_form_its_weight_says_so():
+    from recare_core.erasure.increments import IncrementShapeError
+
+    increment = WeightIncrement(down=torch.zeros(2, 16), up=torch.zeros(8, 2))
+    with pytest.raises(IncrementShapeError, match=r"cannot form a weight of shape \(8, 15\)"):
+        increment.delta((8, 15))
+
+
+def test_corrupt_headers_and_folders_are_named(tmp_path):
+    import struct
+
+    (tmp_path / "huge_header.safetensors").write_bytes(struct.pack("<Q", 2**40) + b"{}")
+    (tmp_path / "bad_header.safetensors").write_bytes(struct.pack("<Q", 12) + b'{"a": [1, 2')
+    path = save_erasure(_erasure(), tmp_path / "whole.safetensors")
+    (tmp_path / "cut.safetensors").write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    for name in ("huge_header.safetensors", "bad_header.safetensors", "cut.safetensors"):
+        with pytest.raises(ErasureFileError, match=f"Cannot read {name}: it is not a valid safetensors file"):
+            load_erasure(tmp_path / name)
+    (tmp_path / "folder.safetensors").mkdir()
+    with pytest.raises(ErasureFileError, match="folder.safetensors is a folder"):
+        load_erasure(tmp_path / "folder.safetensors")
+    (tmp_path / "folder.pt").mkdir()
+    with pytest.raises(ErasureFileError, match="folder.pt is a folder"):
+        load_erasure(tmp_path / "folder.pt")
+
+
+def test_a_failed_save_leaves_nothing_on_disk(tmp_path):
+    from recare_core.erasure.increments import NeedsBaseModelError
+
+    imported = Erasure("x", {}, diffusers_unet={"conv_in.weight": torch.zeros(1)})
+    with pytest.raises(NeedsBaseModelError):
+        save_numbered_erasure(imported, tmp_path, "recare/x")
+    unserialisable = _erasure()
+    unserialisable.metadata["bad"] = object()
+    with pytest.raises(TypeError):
+        save_numbered_erasure(unserialisable, tmp_path, "recare/y")
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == []

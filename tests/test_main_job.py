@@ -28,3 +28,6 @@ def test_main_job_writes_every_output_and_never_overwrites(tmp_path):
     assert grid.width > 100 and grid.height > 50
     second = run_main_job(tmp_path, seed=0, n_images=4, sample_steps=3, config=config)
     assert all(second[name] != first[name] and second[name].exists() for name in first)
+    assert [second[name].name for name in ("erasure", "report", "grid")] == [
+        "erasure_00001.safetensors", "care_score_report_00001.txt", "before_after_00001.png"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left

@@ -76,6 +76,8 @@ def test_a_corrupt_cache_is_rebuilt(clip, built, tmp_path):
     assert not rebuilt.from_cache
     torch.testing.assert_close(rebuilt.matrix, first.matrix)
     assert vocabulary_embeddings(clip, tmp_path).from_cache
+    aside = path.with_name(path.name + ".unreadable_00001")
+    assert aside.read_bytes() == b"not a safetensors file"  # set aside, never deleted or replaced
 
 
 def test_stopping_leaves_no_cache(clip, tmp_path):

@@ -21,6 +21,8 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..safe_files import quoted, read_json_file, torch_error_text
+
 CONFIG_FILE_NAME = "open_clip_config.json"
 """Name of the architecture file open_clip writes next to its weights (Hugging Face ``open_clip`` repositories)."""
 
@@ -117,6 +119,20 @@ class CareClip:
         """BPE ids of ``text`` without start/end tokens (empty when nothing of it survives tokenisation)."""
         return self.tokenizer.encode(text)
 
+    @property
+    def max_text_tokens(self) -> int:
+        """The most BPE tokens one text may have: the context length less the start and end tokens (75)."""
+        return self.context_length - 2
+
+    def require_fits(self, text: str, what: str) -> None:
+        """Raise :class:`CareClipInputError` naming ``what`` when ``text`` has more tokens than this CLIP reads
+        (texts are never cut short silently)."""
+        count = len(self.token_ids(text))
+        if count > self.max_text_tokens:
+            raise CareClipInputError(
+                f"{what} ({quoted(text, 70)}) is {count} tokens long, but this CLIP reads at most "
+                f"{self.max_text_tokens} tokens ({self.context_length} with its start and end tokens). Shorten it.")
+
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         """``(N, context_length)`` token ids, start/end tokens included, zero-padded, as open_clip builds them."""
         return self.tokenizer(list(texts))
@@ -125,6 +141,8 @@ class CareClip:
         """L2-normalised text features ``(N, D)`` of ``texts``."""
         if isinstance(texts, str):
             raise CareClipInputError("embed_texts takes a list of texts, not a single string.")
+        for text in texts:
+            self.require_fits(text, "The text")
         return self.embed_token_ids([self.token_ids(text) for text in texts], batch_size=batch_size)
 
     def embed_token_ids(self, sequences: Sequence[Sequence[int]], batch_size: int = 1024) -> torch.Tensor:
@@ -284,15 +302,14 @@ def _model_config(arch: str, weights_path: Path | None) -> tuple[str, dict[str, 
         config_path = weights_path.parent / CONFIG_FILE_NAME
         if not config_path.is_file():
             raise ClipWeightsError(
-                f"There is no {CONFIG_FILE_NAME} beside {weights_path}. Put the {CONFIG_FILE_NAME} that came with "
-                f"the weights into {weights_path.parent}, or choose the architecture by name (e.g. 'ViT-B-32').")
-        try:
-            document = json.loads(config_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise ClipWeightsError(f"{config_path} is not a readable open_clip config: {error}") from error
+                f"There is no {CONFIG_FILE_NAME} beside {weights_path.name}. Put the {CONFIG_FILE_NAME} that came "
+                f"with the weights into the folder of {weights_path.name}, or choose the architecture by name (e.g. 'ViT-B-32').")
+        document = read_json_file(config_path, "open_clip config", ClipWeightsError)
         model_cfg = document.get("model_cfg", document)
-        if "text_cfg" not in model_cfg or "vision_cfg" not in model_cfg:
-            raise ClipWeightsError(f"{config_path} has no 'text_cfg'/'vision_cfg': it is not an open_clip config.")
+        if (not isinstance(model_cfg, dict) or not isinstance(model_cfg.get("text_cfg"), dict)
+                or not isinstance(model_cfg.get("vision_cfg"), dict)):
+            raise ClipWeightsError(f"{config_path.name} beside {weights_path.name} has no 'text_cfg'/'vision_cfg' "
+                                   "objects: it is not an open_clip config.")
         config_hash = hashlib.sha256(json.dumps(model_cfg, sort_keys=True).encode()).hexdigest()[:8]
         return f"{weights_path.parent.name}-config-{config_hash}", model_cfg, document.get("preprocess_cfg", {})
     model_cfg = open_clip.get_model_config(arch)
@@ -381,7 +398,11 @@ def _create_from_file(open_clip, label: str, model_cfg: dict[str, Any], preproce
     from open_clip.model import CLIP, set_model_preprocess_cfg
 
     config = {k: v for k, v in model_cfg.items() if k not in ("quick_gelu", "custom_text")}
-    model = CLIP(**config, quick_gelu=quick_gelu)
+    try:
+        model = CLIP(**config, quick_gelu=quick_gelu)
+    except (TypeError, ValueError, KeyError, AttributeError) as error:
+        raise ClipWeightsError(f"The open_clip config for {weights_path.name} does not describe a CLIP model it "
+                               f"can build: {error}.") from error
     preprocess = {"size": model.visual.image_size, "mean": open_clip.OPENAI_DATASET_MEAN,
                   "std": open_clip.OPENAI_DATASET_STD, "interpolation": "bicubic", "resize_mode": "shortest"}
     preprocess.update(preprocess_override)
@@ -404,8 +425,8 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 f"{path.name} is a TorchScript archive (OpenAI's original release format). It is not loaded "
                 f"because loading it would execute code from the file. {OPENAI_VIT_B_32_HINT}") from error
         raise ClipWeightsError(
-            f"Could not read CLIP weights from {path}: {error}. Only plain weight files are accepted "
-            f"(.safetensors, or .bin/.pt holding tensors only).") from error
+            f"Could not read CLIP weights from {path.name}: {torch_error_text(error)}. Only plain weight files are "
+            f"accepted (.safetensors, or .bin/.pt holding tensors only).") from error
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ClipWeightsError(f"{path.name} does not hold a CLIP state dict (name -> tensor).")
     return state

@@ -5,8 +5,10 @@ L2-normalised and stored as fp16, as in the reference. Entries that read the sam
 (``person`` and ``person</w>``) are embedded once. The text tower runs with the shortest context that holds each
 entry (see :meth:`CareClip.embed_token_ids`), which is what makes the first build fast.
 
-The cache is one safetensors file per CLIP identity, written to a temporary file and renamed into place, so an
-interrupted build never leaves a half-written cache behind.
+The cache is one safetensors file per CLIP identity, named from the identity (letters, digits, '_' and '-' only)
+and written through :func:`recare_core.safe_files.write_new_file`, so an interrupted build never leaves a
+half-written cache behind and no file is ever replaced: an unreadable cache file is renamed
+``<name>.unreadable_00001`` (kept, not deleted) before the rebuilt one takes its name.
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from ..safe_files import check_relative_name, contained_path, move_aside, write_new_file
 from .clip_model import CareClip
 
 CACHE_FORMAT = "recare-vocabulary-v1"
@@ -68,8 +70,10 @@ def cache_path(clip: CareClip, cache_dir: str | os.PathLike | None = None) -> Pa
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     key = hashlib.sha256(
         f"{CACHE_FORMAT}\n{clip.identity}\n{_vocabulary_digest(clip.raw_vocabulary())}".encode()).hexdigest()[:16]
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", clip.identity).strip("_")[:80]
-    return directory / f"vocab_{slug}_{key}.safetensors"
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", clip.identity).strip("_")[:80]
+    name = f"vocab_{slug}_{key}.safetensors"
+    return contained_path(directory, check_relative_name(name, "vocabulary cache name", subfolders=False),
+                          "vocabulary cache name")
 
 
 def embed_vocabulary(clip: CareClip, progress: ProgressCallback | None = None, should_stop: StopCheck | None = None,
@@ -111,21 +115,15 @@ def _read_cache(path: Path, clip: CareClip, entries: list[str]) -> torch.Tensor 
     return matrix
 
 
-def _write_cache_atomically(path: Path, matrix: torch.Tensor, clip: CareClip) -> None:
+def _write_cache(path: Path, matrix: torch.Tensor, clip: CareClip) -> None:
+    """Write the cache file as a new file (whole or not at all; an existing file is never replaced)."""
     from safetensors.torch import save_file
 
+    metadata = {"format": CACHE_FORMAT, "identity": clip.identity,
+                "vocabulary_sha256": _vocabulary_digest(clip.raw_vocabulary()), "entries": str(matrix.shape[0])}
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".tmp")
-    os.close(handle)
-    try:
-        save_file({"embeddings": matrix.contiguous()}, temporary, metadata={
-            "format": CACHE_FORMAT, "identity": clip.identity,
-            "vocabulary_sha256": _vocabulary_digest(clip.raw_vocabulary()), "entries": str(matrix.shape[0]),
-        })
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    write_new_file(path, lambda temporary: save_file({"embeddings": matrix.contiguous()}, str(temporary),
+                                                     metadata=metadata))
 
 
 def vocabulary_embeddings(clip: CareClip, cache_dir: str | os.PathLike | None = None,
@@ -142,7 +140,9 @@ def vocabulary_embeddings(clip: CareClip, cache_dir: str | os.PathLike | None = 
             return VocabularyEmbeddings(entries, matrix, clip.identity, path, from_cache=True)
     matrix = embed_vocabulary(clip, progress=progress, should_stop=should_stop, batch_size=batch_size)
     try:
-        _write_cache_atomically(path, matrix, clip)
+        if path.is_file() or path.is_symlink():  # a folder in the way is left alone (and caching skipped)
+            log.warning("Kept the unreadable vocabulary cache as %s.", move_aside(path, "unreadable").name)
+        _write_cache(path, matrix, clip)
     except OSError as error:
         log.warning("Could not write the vocabulary cache %s (%s); it will be rebuilt next time.", path, error)
     return VocabularyEmbeddings(entries, matrix, clip.identity, path, from_cache=False)

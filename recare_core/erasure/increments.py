@@ -12,10 +12,15 @@ is applied to, so it needs that base model before it can be applied, saved, comp
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+
+class IncrementShapeError(ValueError):
+    """A LoRA pair whose matrices do not fit each other or the weight they change."""
 
 
 @dataclass
@@ -30,6 +35,13 @@ class WeightIncrement:
     def __post_init__(self) -> None:
         if (self.full is None) == (self.down is None or self.up is None):
             raise ValueError("A weight increment is either a full delta or a LoRA (down, up) pair, not both.")
+        if self.full is None:
+            if self.down.dim() < 2 or self.up.dim() < 2:
+                raise IncrementShapeError(f"down {tuple(self.down.shape)} and up {tuple(self.up.shape)} must both "
+                                          "be matrices (2-D) or convolution kernels (4-D).")
+            if self.up.shape[1] != self.down.shape[0] or self.down.shape[0] == 0:
+                raise IncrementShapeError(f"up {tuple(self.up.shape)} does not fit down {tuple(self.down.shape)} "
+                                          "(up's second size must equal down's first, the rank).")
 
     @property
     def is_lora(self) -> bool:
@@ -46,7 +58,10 @@ class WeightIncrement:
         rank = self.down.shape[0]
         scale = (self.alpha if self.alpha is not None else rank) / rank
         product = self.up.flatten(1).float() @ self.down.flatten(1).float() * scale
-        shape = weight_shape if weight_shape is not None else (self.up.shape[0], *self.down.shape[1:])
+        shape = tuple(weight_shape) if weight_shape is not None else (self.up.shape[0], *self.down.shape[1:])
+        if product.numel() != math.prod(shape):
+            raise IncrementShapeError(f"a LoRA of up {tuple(self.up.shape)} and down {tuple(self.down.shape)} "
+                                      f"cannot form a weight of shape {shape}")
         return product.reshape(shape).to(self.up.dtype)
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,14 @@ from typing import Any
 import torch
 
 from .. import __version__ as PACK_VERSION
-from .increments import Erasure, WeightIncrement
+from ..safe_files import (
+    parse_json_object,
+    require_regular_file,
+    torch_error_text,
+    write_new_file,
+    write_numbered_file,
+)
+from .increments import Erasure, IncrementShapeError, WeightIncrement
 
 FORMAT = "recare-erasure/1"
 EMBEDDING_PREFIX = "recare.embedding."
@@ -80,18 +86,26 @@ def erasure_to_lora_model(erasure: Erasure) -> dict[str, torch.Tensor]:
     return {k: v for k, v in erasure_to_state_dict(erasure).items() if not k.startswith(EMBEDDING_PREFIX)}
 
 
-def erasure_from_state_dict(tensors: dict[str, torch.Tensor], concept: str, metadata: dict[str, Any]) -> Erasure:
-    """Inverse of :func:`erasure_to_state_dict`."""
+def erasure_from_state_dict(tensors: dict[str, torch.Tensor], concept: str, metadata: dict[str, Any],
+                            source: str = "the erasure file") -> Erasure:
+    """Inverse of :func:`erasure_to_state_dict`; raises :class:`ErasureFileError` naming ``source`` and the
+    layer for a tensor that is not an increment, a LoRA pair that lacks a half, or increments of a wrong shape."""
     increments: dict[str, WeightIncrement] = {}
     embeddings: dict[str, torch.Tensor] = {}
     lora: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in tensors.items():
         if key.startswith(EMBEDDING_PREFIX):
+            if tensor.dim() != 2 or not tensor.is_floating_point():
+                raise ErasureFileError(f"{source}: the adversarial embedding '{key}' has shape "
+                                       f"{tuple(tensor.shape)}; it must be (tokens, width) floats.")
             embeddings[key[len(EMBEDDING_PREFIX):]] = tensor
             continue
         suffix = next((s for s in _SUFFIXES if key.endswith(s)), None)
         if suffix is None:
-            raise ErasureFileError(f"Unexpected tensor '{key}' in an erasure file.")
+            raise ErasureFileError(f"{source}: unexpected tensor '{key}' (an erasure holds only .diff, .diff_b, "
+                                   ".lora_down.weight, .lora_up.weight and .alpha tensors).")
+        if not tensor.is_floating_point():
+            raise ErasureFileError(f"{source}: '{key}' holds {tensor.dtype} values, not floating-point ones.")
         prefix = key[: -len(suffix)]
         if suffix == ".diff":
             increments[f"{prefix}.weight"] = WeightIncrement(full=tensor)
@@ -101,35 +115,51 @@ def erasure_from_state_dict(tensors: dict[str, torch.Tensor], concept: str, meta
             lora.setdefault(prefix, {})[suffix] = tensor
     for prefix, parts in lora.items():
         if ".lora_down.weight" not in parts or ".lora_up.weight" not in parts:
-            raise ErasureFileError(f"LoRA increment '{prefix}' lacks its down or up matrix.")
+            raise ErasureFileError(f"{source}: the LoRA increment of layer '{prefix}' lacks its down or up matrix.")
         alpha = parts.get(".alpha")
-        increments[f"{prefix}.weight"] = WeightIncrement(
-            down=parts[".lora_down.weight"], up=parts[".lora_up.weight"],
-            alpha=None if alpha is None else float(alpha))
+        if alpha is not None and alpha.numel() != 1:
+            raise ErasureFileError(f"{source}: '{prefix}.alpha' holds {alpha.numel()} values instead of one.")
+        try:
+            increments[f"{prefix}.weight"] = WeightIncrement(
+                down=parts[".lora_down.weight"], up=parts[".lora_up.weight"],
+                alpha=None if alpha is None else float(alpha))
+        except IncrementShapeError as error:
+            raise ErasureFileError(f"{source}: the LoRA increment of layer '{prefix}' is malformed: {error}") \
+                from error
     return Erasure(concept=concept, increments=increments, metadata=metadata, adversarial_embeddings=embeddings)
 
 
-def save_erasure(erasure: Erasure, path: str | os.PathLike) -> Path:
-    """Write ``erasure`` to ``path`` (atomically). Refuses to overwrite an existing file."""
+def _writer(erasure: Erasure):
+    """A :data:`~recare_core.safe_files.writing.Writer` that writes ``erasure`` as a safetensors file."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    if path.exists():
-        raise FileExistsError(f"{path} already exists; erasure files are never overwritten.")
     tensors = erasure_to_state_dict(erasure)
-    path.parent.mkdir(parents=True, exist_ok=True)
     header = {"recare.format": FORMAT, "recare.concept": erasure.concept, "recare.pack_version": PACK_VERSION,
               "recare.embeddings": json.dumps(sorted(erasure.adversarial_embeddings)),
               "recare.metadata": json.dumps(erasure.metadata, default=_json_default)}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=header)
-    os.replace(tmp, path)
-    return path
+    return lambda temporary: save_file(tensors, str(temporary), metadata=header)
+
+
+def save_erasure(erasure: Erasure, path: str | os.PathLike) -> Path:
+    """Write ``erasure`` to ``path`` (a new file, written whole or not at all); raises FileExistsError when the
+    name is taken: erasure files are never overwritten. The folder is created when missing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_new_file(path, _writer(erasure))
+
+
+def save_numbered_erasure(erasure: Erasure, root: str | os.PathLike, prefix: str, what: str = "filename_prefix",
+                          label: str | None = None, plain_first: bool = False) -> Path:
+    """Write ``erasure`` as ``<root>/<prefix>_00001_.safetensors`` (the next free number; ``prefix`` may name
+    subfolders and must stay inside ``root``, see :mod:`recare_core.safe_files`)."""
+    suffix = ".safetensors" if plain_first else "_.safetensors"
+    return write_numbered_file(root, prefix, suffix, _writer(erasure), what, label, plain_first=plain_first)
 
 
 def load_erasure(path: str | os.PathLike) -> Erasure:
     """Read a file written by :func:`save_erasure` (or a plain ``.diff`` / LoRA safetensors, without metadata),
-    or import a full diffusers-format UNet (``.safetensors``, or weights-only ``.pt``/``.pth``/``.bin``/``.ckpt``)."""
+    or import a full diffusers-format UNet (``.safetensors``, or weights-only ``.pt``/``.pth``/``.bin``/``.ckpt``).
+    Every problem is an :class:`ErasureFileError` naming the file (and the layer, for a malformed increment)."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -139,27 +169,44 @@ def load_erasure(path: str | os.PathLike) -> Erasure:
         raise ErasureFileError(
             f"{path.name} is not an erasure file: use a .safetensors erasure or a diffusers UNet "
             f"({', '.join(TORCH_EXTENSIONS)} or .safetensors).")
+    require_regular_file(path, "erasure file", ErasureFileError)
     try:
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     except Exception as error:  # safetensors raises its own error types for corrupt files
-        raise ErasureFileError(f"Cannot read {path.name}: {error}") from error
+        raise ErasureFileError(f"Cannot read {path.name}: it is not a valid safetensors file "
+                               f"({torch_error_text(error)}).") from error
     if not tensors:
         raise ErasureFileError(f"{path.name} holds no tensors.")
     if "recare.format" not in header and _is_diffusers_unet(tensors):
         return erasure_from_diffusers_unet(tensors, path.name)
-    metadata = json.loads(header.get("recare.metadata", "{}"))
-    concept = header.get("recare.concept") or metadata.get("erased_concept") or path.stem
-    return erasure_from_state_dict(tensors, concept, metadata)
+    concept, metadata = _concept_and_metadata(header, path.name)
+    return erasure_from_state_dict(tensors, concept or path.stem, metadata, source=path.name)
+
+
+def _concept_and_metadata(header: dict[str, str], source: str) -> tuple[str | None, dict[str, Any]]:
+    """The erased concept and the metadata object of a file's header; for a ReCARE file (``recare.format``)
+    both must be there."""
+    metadata = parse_json_object(header["recare.metadata"], source, "The recare.metadata entry",
+                                 ErasureFileError) if "recare.metadata" in header else {}
+    concept = header.get("recare.concept") or metadata.get("erased_concept")
+    if concept is not None and (not isinstance(concept, str) or not concept.strip()):
+        raise ErasureFileError(f"{source} names its erased concept as {concept!r}, which is not a word or phrase.")
+    if "recare.format" in header:
+        if header["recare.format"] != FORMAT:
+            raise ErasureFileError(f"{source} is in the format {header['recare.format']!r}, which this version "
+                                   f"of the pack does not read (it reads {FORMAT!r}); update the pack.")
+        if concept is None:
+            raise ErasureFileError(f"{source} is a ReCARE erasure without its erased concept (no recare.concept "
+                                   "in its header and no erased_concept in its metadata): the file is damaged.")
+    return concept, metadata
 
 
 def load_weights_only(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A tensor state dict from a ``torch.save`` file, unpickled with ``weights_only=True``: a file that would
     need to run code (or build any object other than tensors and plain containers) is refused, never executed."""
-    path = Path(path)
-    if not path.is_file():
-        raise ErasureFileError(f"{path} does not exist.")
+    path = require_regular_file(path, "weights file", ErasureFileError)
     try:
         loaded = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as error:
@@ -167,19 +214,11 @@ def load_weights_only(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             f"Refused to load {path.name}: it is not a plain weights file. It contains pickled Python objects "
             "other than tensors, which could run code on this computer, so it was not loaded. Use a "
             ".safetensors file, or a UNet state dict saved with torch.save(unet.state_dict(), ...)."
-            + _unpickling_detail(error)
+            + f" (Refused: {torch_error_text(error)})"
         ) from error
     except Exception as error:  # truncated or foreign files: torch raises RuntimeError, EOFError, zip errors ...
-        raise ErasureFileError(f"Cannot read {path.name}: {error}") from error
+        raise ErasureFileError(f"Cannot read {path.name}: {torch_error_text(error)}") from error
     return _unwrap_state_dict(loaded, path.name)
-
-
-def _unpickling_detail(error: pickle.UnpicklingError) -> str:
-    """The line of PyTorch's weights-only error that names what was refused (not its advice to load unsafely)."""
-    boilerplate = ("weights_only", "Check the documentation", "Please file an issue")
-    lines = [line.strip() for line in str(error).splitlines()
-             if line.strip() and not any(text in line for text in boilerplate)]
-    return f" (Refused: {' '.join(lines)})" if lines else ""
 
 
 def erasure_from_diffusers_unet(state: dict[str, torch.Tensor], source: str) -> Erasure:
@@ -213,19 +252,6 @@ def _unwrap_state_dict(loaded: Any, source: str) -> dict[str, torch.Tensor]:
 
 def _is_diffusers_unet(tensors: dict[str, torch.Tensor]) -> bool:
     return "conv_in.weight" in tensors and any(k.startswith("down_blocks.") for k in tensors)
-
-
-def next_free_path(directory: str | os.PathLike, prefix: str, extension: str = ".safetensors") -> Path:
-    """``<prefix>_00001_<ext>``-style numbered name (as ComfyUI's savers), one past the highest existing."""
-    directory = Path(directory)
-    subfolder, _, stem = prefix.replace("\\", "/").rpartition("/")
-    folder = (directory / subfolder).resolve()
-    if not str(folder).startswith(str(directory.resolve())):
-        raise ValueError(f"filename_prefix '{prefix}' points outside {directory}.")
-    folder.mkdir(parents=True, exist_ok=True)
-    pattern = re.compile(re.escape(stem) + r"_(\d{5})_" + re.escape(extension) + "$")
-    numbers = [int(m.group(1)) for f in folder.iterdir() if (m := pattern.match(f.name))]
-    return folder / f"{stem}_{max(numbers, default=0) + 1:05d}_{extension}"
 
 
 def _json_default(value: Any) -> Any:

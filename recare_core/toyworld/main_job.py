@@ -23,7 +23,8 @@ from ..careset.build import CareSetSettings, build_care_set
 from ..careset.io import save_care_set
 from ..careset.clip_model import CareClip
 from ..erasure.increments import Erasure
-from ..erasure.io import save_erasure
+from ..erasure.io import save_numbered_erasure
+from ..safe_files import write_numbered_file
 from .generate import generate_images
 from .image_grid import labelled_rows_grid
 from .torch_backend import TorchBackend, apply_increments
@@ -75,7 +76,9 @@ def _checker_lines(world: World, rows: list[tuple[str, torch.Tensor]]) -> list[s
 
 def run_main_job(out: Path, seed: int = 0, n_images: int = 12, sample_steps: int = 20,
                  config: ReCAREConfig | None = None, weights: Path = DEFAULT_WEIGHTS_DIR) -> dict[str, Path]:
-    """Run the pipeline and write its outputs into ``out`` (created; existing files are never overwritten)."""
+    """Run the pipeline and write its outputs into ``out`` (created): ``careset_00001.json``,
+    ``erasure.safetensors``, ``care_score_report.txt`` and ``before_after.png``; when a name is taken the next
+    free ``_00001``-style number is used, so existing files are never overwritten."""
     out.mkdir(parents=True, exist_ok=True)
     world = load_world(weights)
     backend = world.backend
@@ -113,13 +116,6 @@ def run_main_job(out: Path, seed: int = 0, n_images: int = 12, sample_steps: int
                                                                            "triangle"], erase_concept=world.target)
         for name, images in (("original", care_before), ("erased", care_after))
     }
-    paths = {
-        "care_set": save_care_set(care_set, out, prefix="careset"),
-        "erasure": _fresh(out / "erasure.safetensors"),
-        "report": _fresh(out / "care_score_report.txt"),
-        "grid": _fresh(out / "before_after.png"),
-    }
-    save_erasure(erasure, paths["erasure"])
     report = [f"ReCARE main job (pack {__version__}) on the trained toy world",
               f"erased concept: '{world.target}'   CARE concept: '{world.care_concept}'",
               f"CARE-set words: {', '.join(care_set.words)}", ""]
@@ -130,21 +126,20 @@ def run_main_job(out: Path, seed: int = 0, n_images: int = 12, sample_steps: int
                                      (f"original, '{world.care_prompt}'", care_before),
                                      (f"erased, '{world.care_prompt}'", care_after)])
     report += [f"{stage}: {seconds:.1f}s" for stage, seconds in timings.items()]
-    paths["report"].write_text("\n".join(report) + "\n", encoding="utf-8")
-    labelled_rows_grid([(f"original: {world.target_prompt}", target_before),
-                        (f"erased: {world.target_prompt}", target_after),
-                        (f"original: {world.care_prompt}", care_before),
-                        (f"erased: {world.care_prompt}", care_after)]).save(paths["grid"])
-    return paths
-
-
-def _fresh(path: Path) -> Path:
-    """``path``, or ``name_2.ext``, ``name_3.ext``... when it exists: outputs are never overwritten."""
-    candidate, counter = path, 1
-    while candidate.exists():
-        counter += 1
-        candidate = path.with_name(f"{path.stem}_{counter}{path.suffix}")
-    return candidate
+    grid = labelled_rows_grid([(f"original: {world.target_prompt}", target_before),
+                               (f"erased: {world.target_prompt}", target_after),
+                               (f"original: {world.care_prompt}", care_before),
+                               (f"erased: {world.care_prompt}", care_after)])
+    text = "\n".join(report) + "\n"
+    return {
+        "care_set": save_care_set(care_set, out, prefix="careset"),
+        "erasure": save_numbered_erasure(erasure, out, "erasure", plain_first=True),
+        "report": write_numbered_file(out, "care_score_report", ".txt",
+                                      lambda path: path.write_text(text, encoding="utf-8"), "report name",
+                                      plain_first=True),
+        "grid": write_numbered_file(out, "before_after", ".png", lambda path: grid.save(path, format="PNG"),
+                                    "grid name", plain_first=True),
+    }
 
 
 def main() -> None:
