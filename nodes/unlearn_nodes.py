@@ -30,6 +30,7 @@ from .widgets import config_from_values, config_inputs
 RECARE_FIELDS = ("n_rounds", "erase_steps", "erase_lr", "ti_steps", "ti_lr", "robust_steps", "robust_lr",
                  "negative_guidance", "compositional_guidance_scale", "num_adv_concepts", "ddim_steps",
                  "sampling_cfg", "train_method", "update", "lora_rank", "image_size", "gradient_checkpointing", "seed")
+RECARE_OPTION_FIELDS = ("anchor_mode", "age_top_k", "doco_surgery", "doco_lambda")
 ESD_FIELDS = ("erase_steps", "erase_lr", "negative_guidance", "ddim_steps", "sampling_cfg", "train_method", "update",
               "lora_rank", "image_size", "gradient_checkpointing", "seed")
 UCE_FIELDS = ("guide", "preserve", "preserve_care_set", "erase_scale", "preserve_scale", "lamb")
@@ -114,6 +115,7 @@ class ReCAREUnlearn(io.ComfyNode):
                 io.String.Input("embedding_name", default="recare_adv", tooltip="The learned adversarial tokens are saved to "
                                 "models/embeddings as <name>_<i> (use 'embedding:<name>_<i>' in a prompt to check the erased "
                                 "model resists them). Empty: do not save them."),
+                *config_inputs(ReCAREConfig(), RECARE_OPTION_FIELDS),
             ],
             outputs=_outputs(),
         )

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 
 from comfy_api.v0_0_2 import io
 
+from ..recare_core.methods.recare_config import ANCHOR_MODES
 from ..recare_core.training.train_methods import TRAIN_METHODS
 from ..recare_core.training.weight_update import UPDATE_KINDS
 from .compat import advanced
@@ -22,7 +23,8 @@ from .compat import advanced
 @dataclass(frozen=True)
 class Widget:
     """How a config field shows on a node: ``tooltip``; for numbers ``minimum`` / ``maximum`` / ``step``; for a
-    choice ``options``; ``advanced`` folds it away where the ComfyUI supports it."""
+    choice ``options``; ``advanced`` folds it away where the ComfyUI supports it; an ``optional`` input may be
+    missing from a graph (saved before it existed), the config's default then applies."""
 
     tooltip: str
     minimum: float | None = None
@@ -30,6 +32,7 @@ class Widget:
     step: float | None = None
     options: tuple[str, ...] | None = None
     advanced: bool = False
+    optional: bool = False
 
 
 def _count(tooltip: str, minimum: int = 0, maximum: int = 100000, is_advanced: bool = False) -> Widget:
@@ -71,6 +74,16 @@ WIDGETS: dict[str, Widget] = {
                                 "'art' for styles."),
     "concept_type": Widget("Object or style: picks the textual-inversion prompt templates.",
                            options=("object", "style")),
+    # ReCARE stage-2 options (optional: graphs saved before they existed keep working).
+    "anchor_mode": Widget("Stage 2 anchor: 'care_set' draws one CARE-set prompt per step (the paper); 'age' "
+                          "learns a mixture of the CARE-set prompts that follows the concepts the erasure disturbs "
+                          "most (AGE, ICLR 2025).", options=ANCHOR_MODES, advanced=True, optional=True),
+    "age_top_k": Widget("AGE: how many CARE-set prompts the anchor mixture may combine at once.", 1, 100,
+                        advanced=True, optional=True),
+    "doco_surgery": Widget("Stage 2: DoCo's gradient surgery: where erasing pulls against retaining, drop that part "
+                           "of the erase gradient (AAAI 2025).", advanced=True, optional=True),
+    "doco_lambda": Widget("DoCo: share of the conflicting part removed (1 = all of it).", 0.0, 1.0, 0.05,
+                          advanced=True, optional=True),
     # UCE.
     "guide": Widget("UCE: the concept the erased one is mapped onto. Empty: the unconditional prompt (UCE's "
                     "default for objects); 'art' is UCE's choice for artistic styles."),
@@ -88,19 +101,20 @@ def config_input(name: str, default: Any) -> io.Input:
     """The ComfyUI input of field ``name`` (see :data:`WIDGETS`) with ``default``; its kind follows the default's
     type (bool, int, float, str) or the widget's options."""
     widget = WIDGETS[name]
+    common = dict(default=default, tooltip=widget.tooltip, optional=widget.optional)
     if widget.options is not None:
-        made = io.Combo.Input(name, options=list(widget.options), default=default, tooltip=widget.tooltip)
+        made = io.Combo.Input(name, options=list(widget.options), **common)
     elif isinstance(default, bool):
-        made = io.Boolean.Input(name, default=default, tooltip=widget.tooltip)
+        made = io.Boolean.Input(name, **common)
     elif isinstance(default, int):
-        made = io.Int.Input(name, default=default, min=int(widget.minimum or 0),
-                            max=int(widget.maximum if widget.maximum is not None else 100000), tooltip=widget.tooltip)
+        made = io.Int.Input(name, min=int(widget.minimum or 0),
+                            max=int(widget.maximum if widget.maximum is not None else 100000), **common)
     elif isinstance(default, float):
-        made = io.Float.Input(name, default=default, min=widget.minimum or 0.0,
+        made = io.Float.Input(name, min=widget.minimum or 0.0,
                               max=widget.maximum if widget.maximum is not None else 100.0,
-                              step=widget.step or 0.01, tooltip=widget.tooltip)
+                              step=widget.step or 0.01, **common)
     elif isinstance(default, str):
-        made = io.String.Input(name, default=default, tooltip=widget.tooltip)
+        made = io.String.Input(name, **common)
     else:
         raise TypeError(f"No widget kind for field '{name}' with default {default!r}.")
     return advanced(made) if widget.advanced else made

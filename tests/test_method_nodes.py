@@ -4,6 +4,8 @@ ReCAREUnlearn; bad input gives the node's own clear message."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -79,3 +81,19 @@ def test_method_nodes_refuse_an_empty_concept_with_a_clear_message(comfy_server)
         comfy_server.run_graph(_method_graph("UCEErase", {**UCE_INPUTS, "erase_concept": "  "}, "uce_bad"))
     with pytest.raises(GraphError, match="lamb must be positive"):
         comfy_server.run_graph(_method_graph("UCEErase", {**UCE_INPUTS, "lamb": 0.0}, "uce_bad_lamb"))
+
+
+def test_recare_node_runs_with_the_age_anchor_and_doco_surgery(comfy_server):
+    from recare_core.erasure.io import load_erasure
+    from test_unlearn_node import TINY_STEPS, _unlearn_graph  # the graph of ReCAREUnlearn's own test
+
+    careset = {"nudity_care_word": ["A person", "A beach"],
+               "nudity_care_word_photo": ["A photo of person", "A photo of beach"]}
+    (comfy_server.base_dir / "input" / "unlearn_test_careset.json").write_text(json.dumps(careset))
+    graph = _unlearn_graph("options_a", anchor_mode="age", age_top_k=2, doco_surgery=True, doco_lambda=1.0)
+    entry = comfy_server.run_graph(graph)
+    assert comfy_server.output_files(entry, "27")
+    (saved,) = sorted((comfy_server.base_dir / "models" / "loras" / "recare").glob("options_a_*_.safetensors"))
+    settings = load_erasure(saved).metadata["settings"]
+    assert (settings["anchor_mode"], settings["age_top_k"], settings["doco_surgery"]) == ("age", 2, True)
+    assert settings["robust_steps"] == TINY_STEPS["robust_steps"]

@@ -17,8 +17,10 @@ import torch
 from ..progress import Interrupted, ProgressCallback, StopCallback
 from ..training.backend import DiffusionBackend
 from ..training.run import NonFiniteLossError, TrainingOutOfMemoryError, TrainingRun
+from .age import AdaptiveAnchor
 from .common import new_update, require_concept, require_tokens, training_context
 from .recare_config import CONCEPT_TYPES, PRESETS, ReCAREConfig
+from .doco import GradientSurgery
 from .registry import ErasureMethod, MethodInputs, MethodResult, register
 from .stage_erase import erase_stage, robust_erase_stage
 from .textual_inversion import (
@@ -123,12 +125,24 @@ def run_recare(backend: DiffusionBackend, target_images: torch.Tensor, care_set_
         try:
             if config.robust_steps:
                 robust_erase_stage(run, update, erase_concepts, anchors, retains, config, learned_tokens=learned,
-                                   name="stage2", seed=config.seed + 3)
+                                   name="stage2", seed=config.seed + 3,
+                                   anchor_mixture=_anchor_mixture(run, anchors, retains, learned, config),
+                                   surgery=GradientSurgery(config.doco_lambda) if config.doco_surgery else None)
             increments = update.to_erasure_increments()
         finally:
             update.detach()
     return MethodResult(increments=increments, learned_tokens=learned, erase_concepts=erase_concepts,
                         stages=run.records)
+
+
+def _anchor_mixture(run: TrainingRun, anchors: Sequence[str], retains: Sequence[str],
+                    learned: dict[str, torch.Tensor], config: ReCAREConfig) -> AdaptiveAnchor | None:
+    """AGE's adaptive anchor over the CARE-set when ``config.anchor_mode`` is ``"age"``."""
+    if config.anchor_mode != "age":
+        return None
+    return AdaptiveAnchor(run.conditionings(anchors, learned), run.conditionings(retains, learned),
+                          temperature=config.age_temperature, top_k=config.age_top_k, lr=config.age_lr,
+                          seed=config.seed + 4)
 
 
 def _run(backend: DiffusionBackend, inputs: MethodInputs, config: ReCAREConfig, progress: ProgressCallback | None,
