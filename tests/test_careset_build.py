@@ -15,7 +15,7 @@ from recare_core.careset.build import (
     build_care_set,
 )
 from recare_core.careset.plot import render_cluster_map
-from recare_core.careset.clip_model import build_tiny_care_clip
+from tiny_models import build_tiny_care_clip
 from recare_core.progress import Interrupted
 
 

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from recare_core.careset.clip_model import build_tiny_care_clip
+from tiny_models import build_tiny_care_clip
 from recare_core.progress import Interrupted
 from recare_core.careset.vocabulary import (
     CACHE_ENV_VAR,
