@@ -58,6 +58,12 @@ def _outputs() -> list[io.Output]:
     ]
 
 
+def _schema(node_id: str, display_name: str, description: str, inputs: list[io.Input]) -> io.Schema:
+    """The schema every method node shares: category, the three outputs; its own id, name, text and inputs."""
+    return io.Schema(node_id=node_id, display_name=display_name, category=f"{CATEGORY}/unlearn",
+                     description=description, inputs=inputs, outputs=_outputs())
+
+
 def erase_with(method: ErasureMethod, model, clip, vae, inputs: MethodInputs, config: Any,
                care_set=None) -> tuple[MethodResult, Erasure, Any, torch.Tensor]:
     """Run ``method`` on ComfyUI's objects with ComfyUI's progress bar and Interrupt; returns the result, its
@@ -91,18 +97,14 @@ class ReCAREUnlearn(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="ReCAREUnlearn",
-            display_name="ReCARE Unlearn",
-            category=f"{CATEGORY}/unlearn",
-            description=(
-                "Erases a concept from the model while keeping its co-occurring benign concepts (the CARE-set). "
-                "Stage 1 alternates erasure with textual inversion to find tokens that still bring the concept back; "
-                "stage 2 restarts from the original weights and erases the concept and those tokens while anchoring "
-                "on and retaining the CARE-set. Returns the erased model (the input model is untouched), the erasure "
-                "to save/apply/stack, and the loss curves. Defaults are the paper's; the 'quick' preset is for a try."
-            ),
-            inputs=[
+        return _schema(
+            "ReCAREUnlearn", "ReCARE Unlearn",
+            "Erases a concept from the model while keeping its co-occurring benign concepts (the CARE-set). "
+            "Stage 1 alternates erasure with textual inversion to find tokens that still bring the concept back; "
+            "stage 2 restarts from the original weights and erases the concept and those tokens while anchoring "
+            "on and retaining the CARE-set. Returns the erased model (the input model is untouched), the erasure "
+            "to save/apply/stack, and the loss curves. Defaults are the paper's; the 'quick' preset is for a try.",
+            [
                 *_model_inputs(with_vae=True),
                 io.Image.Input("target_images", tooltip="Images of the concept to erase, generated with the original model "
                                "(the paper uses hundreds). Each adversarial round uses its own share of them."),
@@ -117,7 +119,6 @@ class ReCAREUnlearn(io.ComfyNode):
                                 "model resists them). Empty: do not save them."),
                 *config_inputs(ReCAREConfig(), RECARE_OPTION_FIELDS),
             ],
-            outputs=_outputs(),
         )
 
     @classmethod
@@ -140,18 +141,13 @@ class ESDUnlearn(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="ESDUnlearn",
-            display_name="ESD Unlearn",
-            category=f"{CATEGORY}/unlearn",
-            description=(
-                "Erases a concept with ESD (Gandikota et al., 2023): the model is fine-tuned so that its prediction "
-                "for the concept follows negative guidance away from it. The baseline ReCARE builds on: faster "
-                "(one stage, no textual inversion), needs no images and no CARE-set, but harms related concepts "
-                "more and is less robust to adversarial prompts. Defaults are the ESD paper's ESD-u."
-            ),
-            inputs=[*_model_inputs(with_vae=False), _concept_input(), *config_inputs(ESDConfig(), ESD_FIELDS)],
-            outputs=_outputs(),
+        return _schema(
+            "ESDUnlearn", "ESD Unlearn",
+            "Erases a concept with ESD (Gandikota et al., 2023): the model is fine-tuned so that its prediction "
+            "for the concept follows negative guidance away from it. The baseline ReCARE builds on: one stage, "
+            "no textual inversion, no images and no CARE-set needed (so nothing protects co-occurring concepts "
+            "or hunts adversarial tokens). Defaults are the ESD paper's ESD-u.",
+            [*_model_inputs(with_vae=False), _concept_input(), *config_inputs(ESDConfig(), ESD_FIELDS)],
         )
 
     @classmethod
@@ -167,23 +163,18 @@ class UCEErase(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="UCEErase",
-            display_name="UCE Erase (closed form)",
-            category=f"{CATEGORY}/unlearn",
-            description=(
-                "Erases a concept with a UCE-style closed-form edit (Gandikota et al., 2024): the cross-attention "
-                "key/value projections are solved so the concept's text gives the guide's keys and values while "
-                "preserved concepts keep theirs. Takes seconds, no training; weaker against adversarial prompts "
-                "than ReCARE. Connect a CARE-set to preserve its concepts."
-            ),
-            inputs=[
+        return _schema(
+            "UCEErase", "UCE Erase (closed form)",
+            "Erases a concept with a UCE-style closed-form edit (Gandikota et al., 2024): the cross-attention "
+            "key/value projections are solved so the concept's text gives the guide's keys and values while "
+            "preserved concepts keep theirs. Takes seconds, no training; only the text pathway is edited. "
+            "Connect a CARE-set to preserve its concepts.",
+            [
                 *_model_inputs(with_vae=False), _concept_input(),
                 CareSetType.Input("care_set", optional=True,
                                   tooltip="Optional CARE-set whose anchor and retain prompts are kept unchanged."),
                 *config_inputs(UCEConfig(), UCE_FIELDS),
             ],
-            outputs=_outputs(),
         )
 
     @classmethod
