@@ -158,3 +158,19 @@ def test_uce_preserves_the_care_set_without_the_concept_or_guide_and_refuses_bad
         "a dog", "a tree", "a photo of person", "a photo of tree"]
     with pytest.raises(ValueError, match="lamb"):
         get_method("uce").run(TorchBackend(conditioned_model()), inputs(), UCEConfig(lamb=0.0))
+
+
+def test_toy_benchmark_finds_every_compared_method_in_the_registry():
+    from recare_core.toyworld.experiment import METHODS, TOY_METHODS, esd_steps, experiment_settings
+
+    settings = dataclasses.replace(experiment_settings("ci", seed=0), esd_lr=6e-5, esd_guidance=3.0)
+    assert set(TOY_METHODS) == set(METHODS) - {"original"}
+    for name, spec in TOY_METHODS.items():
+        config = spec.config(settings.recare, settings)
+        assert isinstance(config, get_method(spec.method).config_type), name
+        config.validate()
+    esd = TOY_METHODS["esd"].config(settings.recare, settings)
+    assert (esd.erase_steps, esd.erase_lr, esd.negative_guidance) == (esd_steps(settings.recare), 6e-5, 3.0)
+    assert esd.image_size == settings.recare.image_size == 16
+    assert TOY_METHODS["recare_age"].config(settings.recare, settings).anchor_mode == "age"
+    assert TOY_METHODS["recare_doco"].config(settings.recare, settings).doco_surgery
