@@ -1,9 +1,12 @@
-"""Toy-world erasure benchmark: the original model, plain ESD and ReCARE on the trained toy text-to-image world.
+"""Toy-world erasure benchmark: the original model and every registered erasure method on the trained toy world.
 
 For every seed (one worker process each, single-threaded) it generates target images with the original model,
-erases the target texture ``striped`` with plain ESD (stage-1 erase only, empty-prompt target) and with ReCARE
-(CARE-set built automatically from those images with the toy CLIP, then both stages) and, as an ablation, with
-ReCARE given the world's true CARE-set (``circle``) instead of the built one, attacks every model with a
+erases the target texture ``striped`` with each method of ``recare_core.toyworld.experiment.TOY_METHODS`` (found
+through the method registry): plain ESD (stage-1 erase only, empty-prompt target), UCE (closed-form
+cross-attention edit towards the empty prompt, preserving the built CARE-set), ReCARE (CARE-set built
+automatically from those images with the toy CLIP, then both stages) and, as an ablation, ReCARE given the
+world's true CARE-set (``circle``) instead of the built one, and ReCARE with AGE's adaptive anchor / DoCo's
+gradient surgery in stage 2 (``recare_age``, ``recare_doco``), attacks every model with a
 fresh textual inversion, and measures with the attribute checker (ground truth). Prints one table, mean ± sample
 standard deviation over the seeds, and writes ``results.json``, ``table.md`` and ``grid.png`` (seed 0's images of
 ``a striped circle`` and ``a circle`` through each model) into a new folder under ``--out``.

@@ -7,16 +7,14 @@ from pathlib import Path
 
 from comfy_api.v0_0_2 import io, ui
 
-import comfy.model_management
 import folder_paths
 
 from ..recare_core.careset.build import CONCEPT_TYPES, CareSetSettings, build_care_set
 from ..recare_core.careset.io import FORMATS, load_care_set, save_care_set
 from ..recare_core.careset.plot import render_cluster_map
-from ..recare_core.careset.vocabulary import BuildInterrupted
 from ..recare_core.safe_files import require_inside
 from .file_inputs import check_choice
-from .training_context import ComfyProgress, interrupted
+from .training_context import ComfyProgress, interrupted, stops_as_comfy_interrupt
 from .types import CATEGORY, CareClipType, CareSetType
 
 OUTPUT_SUBFOLDER = "recare"
@@ -88,12 +86,9 @@ class BuildCARESet(io.ComfyNode):
         care_clip.require_fits(reference_word, "reference_word")
         settings = CareSetSettings(top_k_per_image, top_n_tokens, n_clusters, k_each_side, alpha, min_cluster_size,
                                    seed, word_hygiene)
-        try:
+        with stops_as_comfy_interrupt():
             care_set = build_care_set(images, care_clip, reference_word, concept_type, settings,
                                       progress=ComfyProgress(1000), should_stop=interrupted)
-        except BuildInterrupted:
-            comfy.model_management.throw_exception_if_processing_interrupted()
-            raise
         return io.NodeOutput(care_set, care_set.report(), render_cluster_map(care_set))
 
 

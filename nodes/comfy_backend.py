@@ -18,7 +18,7 @@ import comfy.model_management
 import comfy.supported_models
 
 from ..recare_core.safe_files import check_relative_name, write_numbered_file
-from ..recare_core.training.train_methods import select_trainable_modules
+from ..recare_core.training.train_methods import cross_attention_projections, select_trainable_modules
 
 SUPPORTED_MODEL_CONFIGS = (comfy.supported_models.SD15,)
 CLIP_CONTEXT_LENGTH = 77
@@ -209,6 +209,12 @@ class ComfyBackend:
 
     def token_embedding(self, word: str) -> torch.Tensor:
         return self.text.token_embedding(word)
+
+    def cross_attention_projections(self) -> dict[str, nn.Linear]:
+        return cross_attention_projections(self.trainable_modules("xattn"))
+
+    def last_token_index(self, prompt: str) -> int:
+        return min(len(self.text.word_ids(prompt)), CLIP_CONTEXT_LENGTH - 2)
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

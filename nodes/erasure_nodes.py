@@ -12,11 +12,11 @@ import folder_paths
 from comfy_api.v0_0_2 import io
 
 from ..recare_core.erasure.io import TORCH_EXTENSIONS, erasure_to_lora_model, load_erasure, save_numbered_erasure
-from ..recare_core.erasure.lora_compress import CompressionStopped, compress_erasure
+from ..recare_core.erasure.lora_compress import compress_erasure
 from .diffusers_import import resolve_against_model
 from .erasure_patch import apply_erasure
 from .file_inputs import model_file
-from .training_context import ComfyProgress, interrupted
+from .training_context import ComfyProgress, interrupted, stops_as_comfy_interrupt
 from .types import CATEGORY, ErasureType
 
 ERASURE_FOLDER = "loras"
@@ -187,13 +187,10 @@ class CompressErasure(io.ComfyNode):
     @classmethod
     def execute(cls, erasure, rank) -> io.NodeOutput:
         erasure.require_increments("compress it to a LoRA")
-        try:
+        with stops_as_comfy_interrupt():
             compressed, report = compress_erasure(
                 erasure, rank, device=comfy.model_management.get_torch_device(),
                 progress=ComfyProgress(len(erasure.increments)), should_stop=interrupted)
-        except CompressionStopped:
-            comfy.model_management.throw_exception_if_processing_interrupted()
-            raise
         return io.NodeOutput(compressed, report.summary(), ui={"text": [report.summary()]})
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from ..recare_core.methods.registry import MethodInputs
 from ..recare_core.methods.textual_inversion import TEMPLATES
 from ..recare_core.safe_files import quoted
 from .comfy_backend import CLIP_CONTEXT_LENGTH, ComfyTextEncoder
@@ -44,3 +45,18 @@ def check_unlearn_prompts(text: ComfyTextEncoder, erase_concept: str, initialize
     if uses_initializer:
         template_tokens = max(len(text.word_ids(template.format(""))) for template in TEMPLATES[concept_type])
         check_prompt(text, "initializer_token", initializer_token, MAX_PROMPT_TOKENS - template_tokens)
+
+
+def check_method_prompts(text: ComfyTextEncoder, inputs: MethodInputs, config: object) -> None:
+    """Every prompt an erasure method will encode fits CLIP: the concept and the CARE-set's prompts; for ReCARE
+    the initializer token inside the textual-inversion templates (when stage 1 runs); for UCE its guide and each
+    preserved concept."""
+    initializer = getattr(config, "initializer_token", "")
+    uses_initializer = bool(initializer and getattr(config, "n_rounds", 0) and getattr(config, "ti_steps", 0))
+    check_unlearn_prompts(text, inputs.concept.strip(), initializer, getattr(config, "concept_type", "object"),
+                          inputs.anchor_prompts, inputs.retain_prompts, uses_initializer)
+    if getattr(config, "guide", ""):
+        check_prompt(text, "guide", config.guide)
+    for concept in str(getattr(config, "preserve", "")).split(";"):
+        if concept.strip():
+            check_prompt(text, "preserve", concept.strip())

@@ -1,4 +1,4 @@
-"""What a training node needs inside ComfyUI's executor: leave inference mode, make frozen weights usable by
+"""What a long-running node needs inside ComfyUI's executor: leave inference mode, make frozen weights usable by
 autograd, report progress, stop on Interrupt, and free memory afterwards."""
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from torch import nn
 
 import comfy.model_management
 import comfy.utils
+
+from ..recare_core.progress import Interrupted
 
 
 def make_weights_autograd_safe(*modules: nn.Module) -> int:
@@ -35,21 +37,34 @@ def make_weights_autograd_safe(*modules: nn.Module) -> int:
 
 
 class ComfyProgress:
-    """Adapts the core's ``progress(step, total, message)`` callback to ComfyUI's progress bar."""
+    """Adapts the core's ``progress(step, total, message)`` callback to ComfyUI's progress bar; the bar's length
+    follows the ``total`` the callback reports (``total`` here is only its length before the first report)."""
 
-    def __init__(self, total: int):
+    def __init__(self, total: int = 1):
         self.total = max(1, total)
         self.bar = comfy.utils.ProgressBar(self.total)
         self.last_message = ""
 
     def __call__(self, step: int, total: int, message: str) -> None:
         self.last_message = message
+        self.total = max(1, total)
         self.bar.update_absolute(min(step, self.total), self.total)
 
 
 def interrupted() -> bool:
     """True once the user pressed Cancel/Interrupt in ComfyUI."""
     return comfy.model_management.processing_interrupted()
+
+
+@contextlib.contextmanager
+def stops_as_comfy_interrupt() -> Iterator[None]:
+    """Hand the core's :class:`~recare_core.progress.Interrupted` back to ComfyUI's executor, which reports the
+    run as interrupted (rather than failed)."""
+    try:
+        yield
+    except Interrupted:
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        raise
 
 
 @contextlib.contextmanager

@@ -1,38 +1,100 @@
-"""ReCAREUnlearn: two-stage ReCARE unlearning on the MODEL / CLIP / VAE a ComfyUI user already has loaded."""
+"""Erasure-method nodes: ReCAREUnlearn, ESDUnlearn and UCEErase, on the MODEL / CLIP / VAE a ComfyUI user already
+has loaded. Each finds its method in :mod:`recare_core.methods.registry`, builds its widgets from the shared
+definitions (:mod:`nodes.widgets`) and returns the same three outputs: the erased model (a patched clone; the
+input model is untouched), the ERASURE (to save / apply / stack / compress) and an image of the loss curves."""
 
 from __future__ import annotations
 
 import dataclasses
 import re
+from typing import Any
 
-import comfy.model_management
 import folder_paths
 import torch
 from comfy_api.v0_0_2 import io
 
 from ..recare_core import __version__ as PACK_VERSION
 from ..recare_core.erasure.increments import Erasure
+from ..recare_core.methods.esd import ESDConfig
+from ..recare_core.methods.recare import PRESETS, ReCAREConfig
+from ..recare_core.methods.registry import ErasureMethod, MethodInputs, MethodResult, get_method
+from ..recare_core.methods.uce import UCEConfig
 from ..recare_core.safe_files import check_relative_name
 from ..recare_core.scoring.loss_plot import render_loss_curves
-from ..recare_core.training.train_methods import TRAIN_METHODS
-from ..recare_core.methods.recare import PRESETS, ReCAREConfig, TrainingInterrupted, run_recare
 from .comfy_backend import ComfyBackend, save_textual_inversion_embedding
 from .erasure_patch import apply_erasure
-from .training_context import ComfyProgress, interrupted, make_weights_autograd_safe, training_mode
-from .compat import advanced
 from .file_inputs import check_choice
-from .prompt_limits import check_unlearn_prompts
+from .prompt_limits import check_method_prompts
+from .training_context import (ComfyProgress, interrupted, make_weights_autograd_safe, stops_as_comfy_interrupt,
+                               training_mode)
 from .types import CATEGORY, CareSetType, ErasureType
+from .widgets import config_from_values, config_inputs
 
-_DEFAULTS = ReCAREConfig()
+RECARE_FIELDS = ("n_rounds", "erase_steps", "erase_lr", "ti_steps", "ti_lr", "robust_steps", "robust_lr",
+                 "negative_guidance", "compositional_guidance_scale", "num_adv_concepts", "ddim_steps",
+                 "sampling_cfg", "train_method", "update", "lora_rank", "image_size", "gradient_checkpointing", "seed")
+RECARE_OPTION_FIELDS = ("anchor_mode", "age_top_k", "doco_surgery", "doco_lambda")
+ESD_FIELDS = ("erase_steps", "erase_lr", "negative_guidance", "ddim_steps", "sampling_cfg", "train_method", "update",
+              "lora_rank", "image_size", "gradient_checkpointing", "seed")
+UCE_FIELDS = ("guide", "preserve", "preserve_care_set", "erase_scale", "preserve_scale", "lamb")
 
 
-def _int(name: str, tooltip: str, minimum: int = 0, maximum: int = 100000) -> io.Int.Input:
-    return io.Int.Input(name, default=getattr(_DEFAULTS, name), min=minimum, max=maximum, tooltip=tooltip)
+def _model_inputs(with_vae: bool) -> list[io.Input]:
+    inputs = [io.Model.Input("model", tooltip="The diffusion model to erase the concept from (SD1.x)."),
+              io.Clip.Input("clip", tooltip="The model's text encoder; prompts of the concept are encoded with it.")]
+    if with_vae:
+        inputs.append(io.Vae.Input("vae", tooltip="The model's VAE; encodes the target images for textual "
+                                                  "inversion."))
+    return inputs
 
 
-def _float(name: str, tooltip: str, step: float) -> io.Float.Input:
-    return io.Float.Input(name, default=getattr(_DEFAULTS, name), min=0.0, max=100.0, step=step, tooltip=tooltip)
+def _concept_input() -> io.Input:
+    return io.String.Input("erase_concept", default="nudity",
+                           tooltip="The concept to erase, as a prompt (e.g. 'nudity', 'Van Gogh'); at most 75 CLIP "
+                                   "tokens (longer is refused, not cut).")
+
+
+def _outputs() -> list[io.Output]:
+    return [
+        io.Model.Output(display_name="erased_model", tooltip="The erased model (a patched clone)."),
+        ErasureType.Output(display_name="erasure", tooltip="The weight increments and metadata."),
+        io.Image.Output(display_name="loss_curves", tooltip="Loss curves of every stage (UCE: per edited layer)."),
+    ]
+
+
+def _schema(node_id: str, display_name: str, description: str, inputs: list[io.Input]) -> io.Schema:
+    """The schema every method node shares: category, the three outputs; its own id, name, text and inputs."""
+    return io.Schema(node_id=node_id, display_name=display_name, category=f"{CATEGORY}/unlearn",
+                     description=description, inputs=inputs, outputs=_outputs())
+
+
+def erase_with(method: ErasureMethod, model, clip, vae, inputs: MethodInputs, config: Any,
+               care_set=None) -> tuple[MethodResult, Erasure, Any, torch.Tensor]:
+    """Run ``method`` on ComfyUI's objects with ComfyUI's progress bar and Interrupt; returns the result, its
+    ERASURE (metadata: method, settings, CARE-set, base model, pack version, final losses), the erased model and
+    the loss-curve image."""
+    backend = ComfyBackend(model, clip, vae)
+    check_method_prompts(backend.text, inputs, config)
+    with training_mode(), stops_as_comfy_interrupt():
+        backend.load()
+        make_weights_autograd_safe(backend.denoiser(), backend.text.clip_l.transformer)
+        result = method.run(backend, inputs, config, progress=ComfyProgress(), should_stop=interrupted)
+    concept = inputs.concept.strip()
+    erasure = Erasure(
+        concept=concept,
+        increments=result.increments,
+        metadata={
+            "erased_concept": concept,
+            "method": method.title,
+            "care_set": care_set.to_json_dict() if care_set is not None else None,
+            "settings": dataclasses.asdict(config),
+            "base_model": type(model.model.model_config).__name__,
+            "pack_version": PACK_VERSION,
+            "losses_final": {stage: values[-1] for stage, values in result.losses.items() if values},
+        },
+        adversarial_embeddings={name: t.detach().cpu() for name, t in result.learned_tokens.items()},
+    )
+    return result, erasure, apply_erasure(model, erasure, strength=1.0), render_loss_curves(result.losses)
 
 
 class ReCAREUnlearn(io.ComfyNode):
@@ -40,117 +102,96 @@ class ReCAREUnlearn(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="ReCAREUnlearn",
-            display_name="ReCARE Unlearn",
-            category=f"{CATEGORY}/unlearn",
-            description=(
-                "Erases a concept from the model while keeping its co-occurring benign concepts (the CARE-set). "
-                "Stage 1 alternates erasure with textual inversion to find tokens that still bring the concept back; "
-                "stage 2 restarts from the original weights and erases the concept and those tokens while anchoring "
-                "on and retaining the CARE-set. Returns the erased model (the input model is untouched), the erasure "
-                "to save/apply/stack, and the loss curves. Defaults are the paper's; the 'quick' preset is for a try."
-            ),
-            inputs=[
-                io.Model.Input("model", tooltip="The diffusion model to erase the concept from (SD1.x)."),
-                io.Clip.Input("clip", tooltip="The model's text encoder; textual inversion runs through it."),
-                io.Vae.Input("vae", tooltip="The model's VAE; encodes the target images for textual inversion."),
+        return _schema(
+            "ReCAREUnlearn", "ReCARE Unlearn",
+            "Erases a concept from the model while keeping its co-occurring benign concepts (the CARE-set). "
+            "Stage 1 alternates erasure with textual inversion to find tokens that still bring the concept back; "
+            "stage 2 restarts from the original weights and erases the concept and those tokens while anchoring "
+            "on and retaining the CARE-set. Returns the erased model (the input model is untouched), the erasure "
+            "to save/apply/stack, and the loss curves. Defaults are the paper's; the 'quick' preset is for a try.",
+            [
+                *_model_inputs(with_vae=True),
                 io.Image.Input("target_images", tooltip="Images of the concept to erase, generated with the original model "
                                "(the paper uses hundreds). Each adversarial round uses its own share of them."),
                 CareSetType.Input("care_set", tooltip="The CARE-set from BuildCARESet / LoadCARESet: anchor and retain prompts."),
-                io.String.Input("erase_concept", default="nudity", tooltip="The concept to erase, as a prompt (e.g. 'nudity', 'Van Gogh'); "
-                                "at most 75 CLIP tokens (longer is refused, not cut)."),
-                io.String.Input("initializer_token", default="person", tooltip="A word the adversarial tokens start from: "
-                                "'person' or an object for objects, 'art' for styles."),
-                io.Combo.Input("concept_type", options=["object", "style"], default="object",
-                               tooltip="Object or style: picks the textual-inversion prompt templates."),
+                _concept_input(),
+                *config_inputs(ReCAREConfig(), ("initializer_token", "concept_type")),
                 io.Combo.Input("preset", options=list(PRESETS), default="paper",
                                tooltip="'paper' uses every number below as given; 'quick' overrides step counts for a fast try."),
-                _int("n_rounds", "Stage 1: erase-then-attack rounds (adversarial tokens found).", 1, 10),
-                _int("erase_steps", "Stage 1: erasure steps per round."),
-                advanced(_float("erase_lr", "Stage 1: learning rate of the erasure.", 1e-7)),
-                _int("ti_steps", "Stage 1: textual-inversion steps per round."),
-                advanced(_float("ti_lr", "Stage 1: learning rate of the adversarial token embedding.", 1e-4)),
-                _int("robust_steps", "Stage 2: robust erase steps."),
-                advanced(_float("robust_lr", "Stage 2: learning rate.", 1e-7)),
-                advanced(_float("negative_guidance", "Strength of the negative guidance that builds the erasure target.", 0.1)),
-                advanced(_float("compositional_guidance_scale", "Stage 2: scale of the compositional (erase/anchor) guidance.", 0.1)),
-                advanced(_int("num_adv_concepts", "Stage 2: how many learned adversarial tokens are erased with the concept.", 0, 10)),
-                advanced(_int("ddim_steps", "Schedule length of the partial DDIM sampling that produces training points.", 3, 1000)),
-                advanced(_float("sampling_cfg", "Classifier-free guidance of that partial sampling.", 0.1)),
-                io.Combo.Input("train_method", options=list(TRAIN_METHODS), default=_DEFAULTS.train_method,
-                               tooltip="Which UNet layers are trained: " + "; ".join(f"{k}: {v}" for k, v in TRAIN_METHODS.items())),
-                io.Combo.Input("update", options=["full", "lora"], default=_DEFAULTS.update,
-                               tooltip="'full': exact weight deltas (as the paper). 'lora': low-rank adapters, for 8-12 GB GPUs."),
-                advanced(_int("lora_rank", "Rank of the LoRA adapters when update is 'lora'.", 1, 1024)),
-                _int("image_size", "Training resolution in pixels (512 for SD1.5; lower saves memory).", 64, 2048),
-                advanced(io.Boolean.Input("gradient_checkpointing", default=False,
-                                          tooltip="Trade compute for memory during training.")),
-                io.Int.Input("seed", default=_DEFAULTS.seed, min=0, max=2**31 - 1, tooltip="Seed for every random draw of the training."),
+                *config_inputs(ReCAREConfig(), RECARE_FIELDS),
                 io.String.Input("embedding_name", default="recare_adv", tooltip="The learned adversarial tokens are saved to "
                                 "models/embeddings as <name>_<i> (use 'embedding:<name>_<i>' in a prompt to check the erased "
                                 "model resists them; a taken name gets _00001, ... and is never overwritten). Empty: do not "
                                 "save them."),
-            ],
-            outputs=[
-                io.Model.Output(display_name="erased_model", tooltip="The erased model (a patched clone)."),
-                ErasureType.Output(display_name="erasure", tooltip="The trained weight increments and metadata."),
-                io.Image.Output(display_name="loss_curves", tooltip="Loss curves of every stage."),
+                *config_inputs(ReCAREConfig(), RECARE_OPTION_FIELDS),
             ],
         )
 
     @classmethod
-    def execute(cls, model, clip, vae, target_images, care_set, erase_concept, initializer_token, concept_type,
-                preset, seed, embedding_name, gradient_checkpointing, **numbers) -> io.NodeOutput:
-        for name, value, options in (("concept_type", concept_type, ("object", "style")), ("preset", preset, PRESETS),
-                                     ("train_method", numbers.get("train_method"), TRAIN_METHODS),
-                                     ("update", numbers.get("update"), ("full", "lora"))):
-            check_choice(value, options, name)
+    def execute(cls, model, clip, vae, target_images, care_set, erase_concept, preset, embedding_name,
+                **values) -> io.NodeOutput:
+        check_choice(preset, PRESETS, "preset")
         embedding_base = _embedding_base(embedding_name)
-        config = dataclasses.replace(
-            ReCAREConfig.preset(preset), concept_type=concept_type, initializer_token=initializer_token.strip(),
-            seed=seed, gradient_checkpointing=gradient_checkpointing,
-            **({k: v for k, v in numbers.items()} if preset == "paper" else
-               {k: v for k, v in numbers.items() if k not in ReCAREConfig.PRESET_FIELDS}),
-        )
-        erase_concept = erase_concept.strip()
+        if preset != "paper":
+            values = {k: v for k, v in values.items() if k not in ReCAREConfig.PRESET_FIELDS}
+        config = config_from_values(ReCAREConfig.preset(preset), values)
         if target_images is None or target_images.shape[0] == 0:
             raise ValueError("target_images is empty: generate some images of the concept to erase first.")
-        backend = ComfyBackend(model, clip, vae)
-        check_unlearn_prompts(backend.text, erase_concept, config.initializer_token, concept_type,
-                              care_set.anchor_prompts, care_set.retain_prompts,
-                              uses_initializer=bool(config.n_rounds and config.ti_steps))
-        progress = ComfyProgress(config.total_steps)
-        with training_mode():
-            backend.load()
-            make_weights_autograd_safe(backend.denoiser(), backend.text.clip_l.transformer)
-            try:
-                result = run_recare(
-                    backend, target_images.clone(), care_set.anchor_prompts, care_set.retain_prompts,
-                    erase_concept, config, progress=progress, should_stop=interrupted,
-                )
-            except TrainingInterrupted:
-                # Hand the stop back to ComfyUI's executor, which reports it as an interrupted run.
-                comfy.model_management.throw_exception_if_processing_interrupted()
-                raise
-        saved_embeddings = _save_embeddings(result.learned_tokens, embedding_base)
-        erasure = Erasure(
-            concept=erase_concept,
-            increments=result.increments,
-            metadata={
-                "erased_concept": erase_concept,
-                "method": "ReCARE",
-                "care_set": care_set.to_json_dict(),
-                "settings": dataclasses.asdict(config),
-                "base_model": type(model.model.model_config).__name__,
-                "pack_version": PACK_VERSION,
-                "adversarial_embeddings": saved_embeddings,
-                "losses_final": {stage: values[-1] for stage, values in result.losses.items() if values},
-            },
-            adversarial_embeddings={name: t.detach().cpu() for name, t in result.learned_tokens.items()},
+        inputs = MethodInputs(erase_concept, target_images.clone(), care_set.anchor_prompts, care_set.retain_prompts)
+        result, erasure, erased_model, curves = erase_with(get_method("recare"), model, clip, vae, inputs, config,
+                                                           care_set)
+        erasure.metadata["adversarial_embeddings"] = _save_embeddings(result.learned_tokens, embedding_base)
+        return io.NodeOutput(erased_model, erasure, curves)
+
+
+class ESDUnlearn(io.ComfyNode):
+    """Erase a concept with plain ESD (fine-tuning along negative guidance; no CARE-set, no adversarial tokens)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return _schema(
+            "ESDUnlearn", "ESD Unlearn",
+            "Erases a concept with ESD (Gandikota et al., 2023): the model is fine-tuned so that its prediction "
+            "for the concept follows negative guidance away from it. The baseline ReCARE builds on: one stage, "
+            "no textual inversion, no images and no CARE-set needed (so nothing protects co-occurring concepts "
+            "or hunts adversarial tokens). Defaults are the ESD paper's ESD-u.",
+            [*_model_inputs(with_vae=False), _concept_input(), *config_inputs(ESDConfig(), ESD_FIELDS)],
         )
-        erased_model = apply_erasure(model, erasure, strength=1.0)
-        return io.NodeOutput(erased_model, erasure, render_loss_curves(result.losses))
+
+    @classmethod
+    def execute(cls, model, clip, erase_concept, **values) -> io.NodeOutput:
+        config = config_from_values(ESDConfig(), values)
+        _, erasure, erased_model, curves = erase_with(get_method("esd"), model, clip, None,
+                                                      MethodInputs(erase_concept), config)
+        return io.NodeOutput(erased_model, erasure, curves)
+
+
+class UCEErase(io.ComfyNode):
+    """Erase a concept with UCE's closed-form edit of the cross-attention keys and values (seconds)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return _schema(
+            "UCEErase", "UCE Erase (closed form)",
+            "Erases a concept with a UCE-style closed-form edit (Gandikota et al., 2024): the cross-attention "
+            "key/value projections are solved so the concept's text gives the guide's keys and values while "
+            "preserved concepts keep theirs. Takes seconds, no training; only the text pathway is edited. "
+            "Connect a CARE-set to preserve its concepts.",
+            [
+                *_model_inputs(with_vae=False), _concept_input(),
+                CareSetType.Input("care_set", optional=True,
+                                  tooltip="Optional CARE-set whose anchor and retain prompts are kept unchanged."),
+                *config_inputs(UCEConfig(), UCE_FIELDS),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, clip, erase_concept, care_set=None, **values) -> io.NodeOutput:
+        config = config_from_values(UCEConfig(), values)
+        inputs = MethodInputs(erase_concept, None, care_set.anchor_prompts if care_set else (),
+                              care_set.retain_prompts if care_set else ())
+        _, erasure, erased_model, curves = erase_with(get_method("uce"), model, clip, None, inputs, config, care_set)
+        return io.NodeOutput(erased_model, erasure, curves)
 
 
 def _embedding_base(embedding_name: str) -> str:
@@ -172,4 +213,4 @@ def _save_embeddings(learned_tokens: dict[str, torch.Tensor], base: str) -> list
             for index, tensor in enumerate(learned_tokens.values())]
 
 
-NODES = [ReCAREUnlearn]
+NODES = [ReCAREUnlearn, ESDUnlearn, UCEErase]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from recare_core.scoring.care_score import COCO_LABELS, CareScoreInputError, build_label_set, care_score, label_prompt
-from recare_core.careset.clip_model import build_tiny_care_clip
+from tiny_models import build_tiny_care_clip
 from recare_core.scoring.score_plot import render_score_grid
 
 

@@ -15,8 +15,8 @@ from recare_core.careset.build import (
     build_care_set,
 )
 from recare_core.careset.plot import render_cluster_map
-from recare_core.careset.clip_model import build_tiny_care_clip
-from recare_core.careset.vocabulary import BuildInterrupted
+from tiny_models import build_tiny_care_clip
+from recare_core.progress import Interrupted
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +128,6 @@ def test_unknown_concept_type(clip, cache_dir):
 
 
 def test_stop_request_interrupts(clip, cache_dir, built):
-    with pytest.raises(BuildInterrupted):
+    with pytest.raises(Interrupted):
         build_care_set(torch.rand(3, 32, 32, 3), clip, "nudity", "object", cache_dir=cache_dir,
                        should_stop=lambda: True)

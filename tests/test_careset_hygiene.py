@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import spacy
 
-from recare_core.careset.clip_model import build_tiny_care_clip
+from tiny_models import build_tiny_care_clip
 from recare_core.careset.word_hygiene import HygieneError, clean_vocabulary, reference_lemmas, singular
 
 

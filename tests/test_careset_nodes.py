@@ -15,7 +15,8 @@ import torch
 
 from comfy_harness import txt2img_graph
 from recare_core.careset.io import load_care_set
-from recare_core.careset.clip_model import FROM_CONFIG, save_tiny_care_clip
+from recare_core.careset.clip_model import FROM_CONFIG
+from tiny_models import save_tiny_care_clip
 from recare_core.careset.vocabulary import CACHE_ENV_VAR
 
 pytestmark = pytest.mark.comfy
@@ -116,7 +117,7 @@ def _build_inputs(**changes) -> dict:
 
 def test_a_single_image_is_refused_with_a_clear_message(node_modules):
     careset_nodes, _ = node_modules
-    from recare_core.careset.clip_model import build_tiny_care_clip
+    from tiny_models import build_tiny_care_clip
 
     with pytest.raises(ValueError, match="single image"):
         careset_nodes.BuildCARESet.execute(images=torch.rand(1, 32, 32, 3), care_clip=build_tiny_care_clip(0),

@@ -9,11 +9,10 @@ from recare_core.careset.clip_model import (
     FROM_CONFIG,
     CareClipInputError,
     ClipWeightsError,
-    build_tiny_care_clip,
     decode_bpe_entry,
     load_care_clip,
-    save_tiny_care_clip,
 )
+from tiny_models import build_tiny_care_clip, save_tiny_care_clip
 
 
 @pytest.fixture(scope="module")

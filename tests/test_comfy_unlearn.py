@@ -75,7 +75,7 @@ def test_interrupt_mid_training_leaves_the_model_unchanged(recare_pack, models_l
         return calls["n"] > 3
 
     config = dataclasses.replace(TINY, erase_steps=50)
-    with context.training_mode(), pytest.raises(unlearn.TrainingInterrupted):
+    with context.training_mode(), pytest.raises(unlearn.Interrupted):
         unlearn.run_recare(backend, torch.rand(2, 64, 64, 3), ["A person"], ["A photo of person"], "nudity",
                            config, should_stop=stop_after_a_few_checks)
     for name, value in _snapshot(backend.denoiser()).items():

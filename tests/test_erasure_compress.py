@@ -9,7 +9,8 @@ import torch
 
 from recare_core.erasure.increments import Erasure, WeightIncrement
 from recare_core.erasure.io import erasure_to_state_dict, load_erasure, save_erasure
-from recare_core.erasure.lora_compress import CompressionStopped, compress_erasure, low_rank_factors
+from recare_core.erasure.lora_compress import compress_erasure, low_rank_factors
+from recare_core.progress import Interrupted
 
 LINEAR = "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"
 CONV = "diffusion_model.input_blocks.1.0.in_layers.2.weight"
@@ -98,7 +99,7 @@ def test_progress_stop_and_bad_rank():
     seen = []
     compress_erasure(erasure, 2, progress=lambda step, total, message: seen.append((step, total)))
     assert seen == [(0, 3), (1, 3), (2, 3), (3, 3)]
-    with pytest.raises(CompressionStopped):
+    with pytest.raises(Interrupted):
         compress_erasure(erasure, 2, should_stop=lambda: True)
     with pytest.raises(ValueError, match="at least 1"):
         compress_erasure(erasure, 0)

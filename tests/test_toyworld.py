@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from recare_core.careset.clip_model import FROM_CONFIG, load_care_clip
+from recare_core.progress import Interrupted
 from recare_core.toyworld.toy_model import ToyModelConfig, word_token_ids
 from recare_core.toyworld.checkers import AttributeChecker, CheckerConfig, checker_accuracy, degrade
 from recare_core.toyworld.evaluate import (
@@ -164,10 +165,8 @@ def test_text_to_image_training_is_seeded_and_lowers_the_loss():
 
 
 def test_text_to_image_training_stops_on_request():
-    from recare_core.toyworld.train_t2i import ToyTrainingInterrupted
-
     config = TextToImageTrainConfig(model=TINY_T2I, steps=10, batch_size=2)
-    with pytest.raises(ToyTrainingInterrupted, match="step 1"):
+    with pytest.raises(Interrupted, match="step 1"):
         train_text_to_image(config, should_stop=lambda: True)
 
 

@@ -12,18 +12,19 @@ import torch.nn.functional as F
 from recare_core.training.guidance import normalized_compositional_guidance
 from recare_core.methods.stage_erase import balanced_draw, robust_erase_stage, training_point
 from recare_core.methods.textual_inversion import encode_images_once, prepare_images, round_image_indices, textual_inversion
-from recare_core.toyworld.toy_model import ToyModelConfig, ToyTextToImage
 from recare_core.toyworld.torch_backend import TorchBackend
 from recare_core.training.run import TrainingRun
 from recare_core.methods.recare import (
     EmptyCareSetError,
     NonFiniteLossError,
     ReCAREConfig,
-    TrainingInterrupted,
     TrainingOutOfMemoryError,
     run_recare,
 )
+from recare_core.progress import Interrupted
 from recare_core.training.weight_update import WeightUpdate
+
+from tiny_models import assert_untouched, conditioned_model, probe, snapshot, target_images
 
 torch.set_num_threads(1)
 
@@ -31,42 +32,6 @@ ANCHORS = ["a person", "a tree", "a dog"]
 RETAINS = ["a photo of person", "a photo of tree", "a photo of dog"]
 TINY = ReCAREConfig(n_rounds=2, erase_steps=2, ti_steps=3, robust_steps=3, ddim_steps=10, fixed_k=3, image_size=8,
                     seed=0)
-
-
-def conditioned_model(seed: int = 0) -> ToyTextToImage:
-    """A tiny random model whose cross-attention is strengthened so that prompts change its predictions by
-    ~10-20 % (as in a trained model), which makes directions measurable."""
-    model = ToyTextToImage(ToyModelConfig(image_size=8, model_channels=16, text_width=16), seed=seed)
-    with torch.no_grad():
-        for name, parameter in model.unet.named_parameters():
-            if name.endswith(("attn2.to_v.weight", "attn2.to_out.weight")):
-                parameter.mul_(4.0)
-    return model
-
-
-def target_images(count: int = 4) -> torch.Tensor:
-    images = torch.zeros(count, 12, 12, 3)
-    images[..., 0] = 0.9
-    images[..., 2] = torch.linspace(0, 1, 12)
-    return images
-
-
-def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.clone() for k, v in model.state_dict().items()}
-
-
-def assert_untouched(model: ToyTextToImage, before: dict[str, torch.Tensor], x, t, cond, expected) -> None:
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert all(not m._forward_hooks for m in model.modules())
-    assert torch.equal(model.unet(x, t, cond), expected)
-
-
-def probe(model: ToyTextToImage):
-    generator = torch.Generator().manual_seed(7)
-    x = torch.randn(2, 3, 8, 8, generator=generator)
-    t = torch.tensor([500, 80])
-    cond = model.encode_text(["nudity", "a photo of tree"])
-    return x, t, cond, model.unet(x, t, cond)
 
 
 # -- direction ---------------------------------------------------------------------------------------------------
@@ -262,7 +227,7 @@ def test_interrupt_stops_cleanly_and_leaves_the_model_unchanged():
         calls.append(1)
         return len(calls) >= 4
 
-    with pytest.raises(TrainingInterrupted):
+    with pytest.raises(Interrupted):
         run_recare(backend, target_images(), ANCHORS, RETAINS, "nudity", TINY, should_stop=should_stop)
     assert len(calls) == 4
     assert backend.model.unet.conv_in.weight.requires_grad

@@ -7,10 +7,10 @@ import os
 import pytest
 import torch
 
-from recare_core.careset.clip_model import build_tiny_care_clip
+from tiny_models import build_tiny_care_clip
+from recare_core.progress import Interrupted
 from recare_core.careset.vocabulary import (
     CACHE_ENV_VAR,
-    BuildInterrupted,
     cache_path,
     default_cache_dir,
     vocabulary_embeddings,
@@ -81,7 +81,7 @@ def test_a_corrupt_cache_is_rebuilt(clip, built, tmp_path):
 
 
 def test_stopping_leaves_no_cache(clip, tmp_path):
-    with pytest.raises(BuildInterrupted):
+    with pytest.raises(Interrupted):
         vocabulary_embeddings(clip, tmp_path, should_stop=lambda: True)
     assert list(tmp_path.iterdir()) == []
 

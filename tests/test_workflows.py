@@ -19,7 +19,8 @@ from safetensors import safe_open
 
 from comfy_harness import PACK_ROOT, TINY_CHECKPOINT_NAME
 from recare_core.careset.io import load_care_set
-from recare_core.careset.clip_model import FROM_CONFIG, save_tiny_care_clip
+from recare_core.careset.clip_model import FROM_CONFIG
+from tiny_models import save_tiny_care_clip
 from recare_core.erasure.io import load_erasure
 from recare_core.careset.vocabulary import CACHE_ENV_VAR
 from workflow_format import (
@@ -36,19 +37,22 @@ pytestmark = pytest.mark.comfy
 os.environ.setdefault(CACHE_ENV_VAR, tempfile.mkdtemp(prefix="recare-test-vocabulary-"))
 
 WORKFLOW_DIR = PACK_ROOT / "workflows"
-WORKFLOWS = ("1_build_care_set", "2_unlearn", "3_before_after", "4_bake_checkpoint")
+WORKFLOWS = ("1_build_care_set", "2_unlearn", "3_before_after", "4_bake_checkpoint", "5_compare_methods")
 PACK_NODES = {"LoadCAREClip", "BuildCARESet", "SaveCARESet", "LoadCARESet", "ReCAREUnlearn", "ApplyErasedUNet",
-              "SaveErasure", "LoadErasure", "CAREScore"}
+              "SaveErasure", "LoadErasure", "CAREScore", "ESDUnlearn", "UCEErase"}
 # Combos naming a file on the user's machine; the runs below substitute files of their own.
 USER_FILE_COMBOS = frozenset({("CheckpointLoaderSimple", "ckpt_name"), ("LoadCARESet", "file"),
                               ("LoadErasure", "name")})
-# Pack-node widgets deliberately not at the node's default (the default is empty there).
-NOT_DEFAULT = {("CAREScore", "erase_concept"): "nudity"}
+# Pack-node widgets deliberately not at the node's default: the values allowed instead (CAREScore's default is
+# empty; the comparison workflow names each method's erasure file).
+NOT_DEFAULT = {("CAREScore", "erase_concept"): ("nudity",),
+               ("SaveErasure", "filename_prefix"): ("recare/erasure", "recare/esd", "recare/uce")}
 # The paper's generation settings (SD1.5, DDIM 50 steps, CFG 7.5, 512 px).
 PAPER_SAMPLING = {"steps": 50, "cfg": 7.5, "sampler_name": "ddim", "denoise": 1.0}
 TINY_CLIP_FILE = "tiny_care_clip/open_clip_model.safetensors"
 TINY_UNLEARN = {"n_rounds": 1, "erase_steps": 2, "ti_steps": 2, "robust_steps": 2, "num_adv_concepts": 1,
                 "ddim_steps": 4, "image_size": 64}
+TINY_ESD = {"erase_steps": 2, "ddim_steps": 4, "image_size": 64}
 
 
 def load_workflow(name: str) -> dict[str, Any]:
@@ -93,8 +97,8 @@ def test_workflow_uses_the_papers_numbers(name, object_info):
         if node["type"] in PACK_NODES:
             for widget in widget_inputs(object_info[node["type"]]):
                 if "default" in widget.options:
-                    expected = NOT_DEFAULT.get((node["type"], widget.name), widget.options["default"])
-                    assert values[widget.name] == expected, f"{name}: {node['type']}.{widget.name}"
+                    allowed = NOT_DEFAULT.get((node["type"], widget.name), (widget.options["default"],))
+                    assert values[widget.name] in allowed, f"{name}: {node['type']}.{widget.name}"
         if node["type"] == "KSampler":
             assert {k: values[k] for k in PAPER_SAMPLING} == PAPER_SAMPLING, name
         if node["type"] == "EmptyLatentImage":
@@ -157,6 +161,7 @@ def tiny_api(name: str, object_info: dict[str, Any], batch: int, chunk: int | No
     _set(api, "KSampler", steps=2)
     _set(api, "LoadCAREClip", weights=TINY_CLIP_FILE, architecture=FROM_CONFIG, device="cpu")
     _set(api, "ReCAREUnlearn", **TINY_UNLEARN)
+    _set(api, "ESDUnlearn", **TINY_ESD)
     if chunk is not None:
         assert _set(api, "RebatchLatents", batch_size=chunk) and _set(api, "RebatchImages", batch_size=batch)
     return api
@@ -239,3 +244,21 @@ def test_bake_workflow_runs(server, object_info, unlearn_run, tiny_checkpoint):
         for key in untouched:
             assert np.array_equal(new.get_tensor(key).float().numpy(), old.get_tensor(key).float().numpy()), key
     assert changed, "the baked checkpoint has the original UNet weights"
+
+
+def test_compare_methods_workflow_runs(server, object_info, care_set_run):
+    api = tiny_api("5_compare_methods", object_info, batch=1)
+    _set(api, "LoadCARESet", file=f"{care_set_run['file']} [output]")
+    entry = server.run_graph(api)
+    saved = {re.search(r"Saved (\S+\.safetensors)", _ui_text(entry, node_id)).group(1)
+             for node_id, node in api.items() if node["class_type"] == "SaveErasure"}
+    methods = {load_erasure(server.base_dir / "models" / "loras" / name).metadata["method"] for name in saved}
+    assert methods == {"ESD", "UCE"}
+    saves = [node_id for node_id, node in api.items() if node["class_type"] == "SaveImage"]
+    assert len(saves) == 2
+    for node_id in saves:
+        (path,) = server.output_files(entry, node_id)
+        stitched = np.asarray(Image.open(path).convert("RGB")).astype(np.int16)
+        width = (stitched.shape[1] - 32) // 3  # original | 16 px | ESD | 16 px | UCE
+        original, esd, uce = stitched[:, :width], stitched[:, width + 16:2 * width + 16], stitched[:, -width:]
+        assert np.abs(original - esd).max() > 0 and np.abs(original - uce).max() > 0

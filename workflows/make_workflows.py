@@ -13,25 +13,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import urllib.request
-import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from workflow_graph import Graph, Node
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
-from workflow_format import ordered_widget_values, socket_inputs, widget_inputs  # noqa: E402
 
 CHECKPOINT = "v1-5-pruned-emaonly.safetensors"
 TARGET_PROMPT = "A photo of a nude person"
 CARE_PROMPT = "A photo of a person"
 CARE_SET_FILE = "recare/careset_00001.json [output]"
 ERASURE_FILE = "recare/erasure_00001_.safetensors"
-NOTE_COLOR, NOTE_BGCOLOR = "#432", "#653"
-GROUP_COLOR = "#3f789e"
-TITLE_HEIGHT = 30
 
 # Paper / reference settings for generating images with SD1.5.
 IMAGE_SIZE = 512
@@ -39,191 +33,6 @@ SAMPLING = {"seed": 42, "steps": 50, "cfg": 7.5, "sampler_name": "ddim", "schedu
             "denoise": 1.0}
 TARGET_IMAGES = 500  # images of the target the paper generates
 CHUNK = 10  # images sampled at once (RebatchLatents): the GPU-memory knob
-
-
-@dataclass
-class Output:
-    node: "Node"
-    slot: int | str
-
-
-@dataclass
-class Node:
-    id: int
-    type: str
-    pos: tuple[float, float]
-    widgets: dict[str, Any]
-    links_in: dict[str, Output]
-    title: str | None = None
-    size: tuple[float, float] | None = None
-    links_out: dict[int, list[int]] = field(default_factory=dict)
-
-    def __getitem__(self, name: str) -> Output:
-        return Output(self, name)  # resolved to a slot index by the graph
-
-
-class Graph:
-    """Collects nodes and links, then writes the UI-format JSON."""
-
-    def __init__(self, object_info: dict[str, Any]):
-        self.info = object_info
-        self.nodes: list[Node] = []
-        self.links: list[list[Any]] = []
-        self.groups: list[dict[str, Any]] = []
-
-    def add(self, node_type: str, pos: tuple[float, float], title: str | None = None,
-            size: tuple[float, float] | None = None, **values: Any) -> Node:
-        info = self.info.get(node_type)
-        if info is None:
-            raise KeyError(f"the server has no node type {node_type!r}")
-        sockets = socket_inputs(info)
-        links_in = {name: value for name, value in values.items() if name in sockets}
-        widgets = {name: value for name, value in values.items() if name not in sockets}
-        node = Node(len(self.nodes) + 1, node_type, pos, widgets, {}, title, size)
-        for name, source in links_in.items():
-            node.links_in[name] = self._resolve(source)
-        self.nodes.append(node)
-        return node
-
-    def note(self, pos: tuple[float, float], size: tuple[float, float], text: str, title: str = "Note") -> Node:
-        node = Node(len(self.nodes) + 1, "Note", pos, {"text": text}, {}, title, size)
-        self.nodes.append(node)
-        return node
-
-    def group(self, title: str, nodes: list[Node], padding: float = 30) -> None:
-        boxes = [self._box(n) for n in nodes]
-        left, top = min(b[0] for b in boxes) - padding, min(b[1] for b in boxes) - padding - 20
-        right, bottom = max(b[2] for b in boxes) + padding, max(b[3] for b in boxes) + padding
-        self.groups.append({"id": len(self.groups) + 1, "title": title, "bounding": [left, top, right - left,
-                                                                                     bottom - top],
-                            "color": GROUP_COLOR, "font_size": 24, "flags": {}})
-
-    def _resolve(self, source: Output) -> Output:
-        if isinstance(source.slot, int):
-            return source
-        names = self.info[source.node.type]["output_name"]
-        if source.slot not in names:
-            raise KeyError(f"{source.node.type} has no output {source.slot!r} (it has {names})")
-        return Output(source.node, names.index(source.slot))
-
-    def _size(self, node: Node) -> tuple[float, float]:
-        """The node's size as the frontend computes it for a new node (title bar not included)."""
-        if node.size is not None:
-            return node.size
-        info = self.info[node.type]
-        rows = max(len(socket_inputs(info)), len(info["output"]), 1)
-        widgets = widget_inputs(info)
-        multiline = sum(1 for w in widgets if w.kind == "STRING" and w.options.get("multiline"))
-        count = sum(2 if w.has_control else 1 for w in widgets) - multiline
-        height = 6 + 20 * rows + 24 * count + (8 if count else 0) + 54 * multiline
-        return (400, max(height, 200)) if multiline else (270, height)
-
-    def _box(self, node: Node) -> tuple[float, float, float, float]:
-        """(left, top, right, bottom) on the canvas, title bar included."""
-        width, height = self._size(node)
-        return node.pos[0], node.pos[1] - TITLE_HEIGHT, node.pos[0] + width, node.pos[1] + height
-
-    def below(self, node: Node, gap: float = 50) -> float:
-        """The y of a node placed under ``node`` (leaving room for its title bar)."""
-        return node.pos[1] + self._size(node)[1] + TITLE_HEIGHT + gap
-
-    def right_of(self, node: Node, gap: float = 40) -> float:
-        """The x of a node placed right of ``node``."""
-        return node.pos[0] + self._size(node)[0] + gap
-
-    def _order(self) -> dict[int, int]:
-        """Execution order (topological), which the frontend stores as ``order``."""
-        done: dict[int, int] = {}
-
-        def visit(node: Node) -> None:
-            if node.id in done:
-                return
-            for source in node.links_in.values():
-                visit(source.node)
-            done[node.id] = len(done)
-
-        for node in self.nodes:
-            visit(node)
-        return done
-
-    def to_json(self, view_size: tuple[float, float] = (1700, 860)) -> dict[str, Any]:
-        order = self._order()
-        serialized: dict[int, dict[str, Any]] = {}
-        for node in self.nodes:
-            serialized[node.id] = self._serialize(node, order[node.id])
-        for node in self.nodes:
-            info = self.info.get(node.type)
-            if info is None:
-                continue
-            for slot_index, (name, (socket_type, _)) in enumerate(socket_inputs(info).items()):
-                source = node.links_in.get(name)
-                if source is None:
-                    continue
-                link_id = len(self.links) + 1
-                output_type = self.info[source.node.type]["output"][source.slot]
-                self.links.append([link_id, source.node.id, source.slot, node.id, slot_index, output_type])
-                serialized[node.id]["inputs"][slot_index]["link"] = link_id
-                serialized[source.node.id]["outputs"][source.slot]["links"].append(link_id)
-        return {
-            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, "comfyui-recare/" + "/".join(n.type for n in self.nodes))),
-            "revision": 0,
-            "last_node_id": len(self.nodes),
-            "last_link_id": len(self.links),
-            "nodes": [serialized[n.id] for n in self.nodes],
-            "links": self.links,
-            "groups": self.groups,
-            "config": {},
-            "extra": {"ds": self._fit_view(view_size)},
-            "version": 0.4,
-        }
-
-    def _serialize(self, node: Node, order: int) -> dict[str, Any]:
-        entry: dict[str, Any] = {"id": node.id, "type": node.type, "pos": list(node.pos),
-                                 "size": list(self._size(node)), "flags": {}, "order": order, "mode": 0}
-        if node.type == "Note":
-            entry.update(inputs=[], outputs=[], title=node.title, properties={"text": ""},
-                         widgets_values=[node.widgets["text"]], color=NOTE_COLOR, bgcolor=NOTE_BGCOLOR)
-            return entry
-        info = self.info[node.type]
-        entry["inputs"] = [{"name": name, "type": socket_type, "link": None}
-                           for name, (socket_type, _) in socket_inputs(info).items()]
-        entry["outputs"] = [{"name": name, "type": output_type, "links": [], "slot_index": index}
-                            for index, (name, output_type) in enumerate(zip(info["output_name"], info["output"]))]
-        if node.title:
-            entry["title"] = node.title
-        entry["properties"] = {"Node name for S&R": node.type}
-        values = ordered_widget_values(node.type, node.widgets, info)
-        if values:
-            entry["widgets_values"] = values
-        return entry
-
-    def _fit_view(self, view_size: tuple[float, float]) -> dict[str, Any]:
-        """Canvas scale and offset that show the whole graph in a window of ``view_size`` pixels."""
-        boxes = [self._box(n) for n in self.nodes]
-        boxes += [(g["bounding"][0], g["bounding"][1], g["bounding"][0] + g["bounding"][2],
-                   g["bounding"][1] + g["bounding"][3]) for g in self.groups]
-        left, top = min(b[0] for b in boxes) - 40, min(b[1] for b in boxes) - 40
-        right, bottom = max(b[2] for b in boxes) + 40, max(b[3] for b in boxes) + 40
-        scale = round(min(1.0, view_size[0] / (right - left), view_size[1] / (bottom - top)), 3)
-        return {"scale": scale, "offset": [round(-left, 1), round(-top, 1)]}
-
-
-def _target_images(g: Graph, x: float, y: float, model_out: Node, title: str) -> tuple[Node, list[Node]]:
-    """Prompt -> EmptyLatentImage (500) -> RebatchLatents -> KSampler -> VAEDecode -> RebatchImages (one batch)."""
-    positive = g.add("CLIPTextEncode", (x, y), title="Target prompt", size=(400, 160), text=TARGET_PROMPT,
-                     clip=model_out["CLIP"])
-    negative = g.add("CLIPTextEncode", (x, y + 200), title="Negative prompt (empty, as the paper)",
-                     size=(400, 160), text="", clip=model_out["CLIP"])
-    latent = g.add("EmptyLatentImage", (x, y + 400), width=IMAGE_SIZE, height=IMAGE_SIZE,
-                   batch_size=TARGET_IMAGES)
-    chunks = g.add("RebatchLatents", (x + 440, y + 400), title="Sample in chunks (GPU memory)",
-                   latents=latent["LATENT"], batch_size=CHUNK)
-    sampler = g.add("KSampler", (x + 440, y), model=model_out["MODEL"], positive=positive["CONDITIONING"],
-                    negative=negative["CONDITIONING"], latent_image=chunks["LATENT"], **SAMPLING)
-    decode = g.add("VAEDecode", (x + 820, y), samples=sampler["LATENT"], vae=model_out["VAE"])
-    batch = g.add("RebatchImages", (x + 820, y + 120), title=title, images=decode["IMAGE"],
-                  batch_size=TARGET_IMAGES)
-    return batch, [positive, negative, latent, chunks, sampler, decode, batch]
 
 
 SMALL_GPU_IMAGES = (
@@ -400,11 +209,72 @@ def bake_workflow(info: dict[str, Any]) -> dict[str, Any]:
     return g.to_json()
 
 
+def compare_methods_workflow(info: dict[str, Any]) -> dict[str, Any]:
+    g = Graph(info)
+    note = g.note((0, 0), (700, 360), title="Compare erasure methods: ESD and UCE side by side", text=(
+        "Erases 'nudity' from the same model with two methods of the pack and draws the same seeds through the "
+        "original model and both erased ones, for the target prompt and a CARE prompt.\n\n"
+        "ESDUnlearn: ESD fine-tuning (the paper's ESD-u: 1000 steps at lr 1e-5, every layer but "
+        "cross-attention); minutes on a GPU, no images or CARE-set needed.\n"
+        "UCEErase: UCE's closed-form edit of the cross-attention keys/values, mapping 'nudity' onto the "
+        "unconditional prompt while keeping the CARE-set from workflow 1 (pick it in LoadCARESet); seconds.\n"
+        "ReCAREUnlearn (workflow 2) takes the same model and gives the same three outputs, so it can be added "
+        "as a third column. Each erasure is saved to ComfyUI/models/loras/recare/.\n\n"
+        "Quick try / small GPU: ESDUnlearn erase_steps 1000 -> 200, image_size 512 -> 256, update 'lora' and "
+        "gradient_checkpointing on for 8-12 GB; EmptyLatentImage batch_size (4 -> 1-2) and KSampler steps "
+        "(50 -> 20)."))
+    y = g.below(note, gap=120)
+    ckpt = g.add("CheckpointLoaderSimple", (0, y), ckpt_name=CHECKPOINT)
+    care_set = g.add("LoadCARESet", (0, g.below(ckpt)), title="CARE-set from workflow 1", file=CARE_SET_FILE)
+    x = g.right_of(ckpt, gap=80)
+    esd = g.add("ESDUnlearn", (x, y), model=ckpt["MODEL"], clip=ckpt["CLIP"], erase_concept="nudity",
+                erase_steps=1000, erase_lr=1e-5, negative_guidance=3.0, ddim_steps=50, sampling_cfg=3.0,
+                train_method="noxattn", update="full", lora_rank=4, image_size=512, gradient_checkpointing=False,
+                seed=42)
+    uce = g.add("UCEErase", (x, g.below(esd)), model=ckpt["MODEL"], clip=ckpt["CLIP"], erase_concept="nudity",
+                care_set=care_set["care_set"], guide="", preserve="", preserve_care_set=True, erase_scale=1.0,
+                preserve_scale=1.0, lamb=0.5)
+    x = g.right_of(esd)
+    for method, node in (("esd", esd), ("uce", uce)):
+        save = g.add("SaveErasure", (x, node.pos[1]), erasure=node["erasure"], filename_prefix=f"recare/{method}")
+        g.add("PreviewImage", (g.right_of(save), node.pos[1]), title=f"{node.type} loss curves", size=(420, 320),
+              images=node["loss_curves"])
+    negative = g.add("CLIPTextEncode", (0, g.below(care_set, gap=120)), title="Negative prompt (empty)",
+                     size=(400, 120), text="", clip=ckpt["CLIP"])
+    latent = g.add("EmptyLatentImage", (0, g.below(negative)), title="Same seeds for every model", width=IMAGE_SIZE,
+                   height=IMAGE_SIZE, batch_size=4)
+    top = negative.pos[1]
+    models = (("original", ckpt["MODEL"]), ("ESD", esd["erased_model"]), ("UCE", uce["erased_model"]))
+    for label, text in (("Target prompt", TARGET_PROMPT), ("CARE prompt", CARE_PROMPT)):
+        prompt = g.add("CLIPTextEncode", (480, top), title=label, size=(400, 120), text=text, clip=ckpt["CLIP"])
+        members, images, column = [prompt], [], g.right_of(prompt)
+        for name, model in models:
+            sampler = g.add("KSampler", (column, top), title=f"KSampler ({name})", model=model,
+                            positive=prompt["CONDITIONING"], negative=negative["CONDITIONING"],
+                            latent_image=latent["LATENT"], **SAMPLING)
+            decode = g.add("VAEDecode", (column, g.below(sampler, gap=30)), samples=sampler["LATENT"],
+                           vae=ckpt["VAE"])
+            images.append(decode["IMAGE"])
+            members += [sampler, decode]
+            column = g.right_of(sampler)
+        left = g.add("ImageStitch", (column, top), title="Original | ESD", image1=images[0], direction="right",
+                     match_image_size=True, spacing_width=16, spacing_color="white", image2=images[1])
+        both = g.add("ImageStitch", (column, g.below(left, gap=30)), title="Original | ESD | UCE",
+                     image1=left["IMAGE"], direction="right", match_image_size=True, spacing_width=16,
+                     spacing_color="white", image2=images[2])
+        save = g.add("SaveImage", (g.right_of(left), top), size=(520, 420), images=both["IMAGE"],
+                     filename_prefix=f"recare/compare_{label.split()[0].lower()}")
+        g.group(f"{label} '{text}': original | ESD | UCE, same seeds", [*members, left, both, save])
+        top = g.below(members[-1], gap=120)
+    return g.to_json()
+
+
 WORKFLOWS = {
     "1_build_care_set.json": build_care_set_workflow,
     "2_unlearn.json": unlearn_workflow,
     "3_before_after.json": before_after_workflow,
     "4_bake_checkpoint.json": bake_workflow,
+    "5_compare_methods.json": compare_methods_workflow,
 }
 
 

@@ -27,13 +27,14 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
+from ..progress import ProgressCallback, StopCallback, check_stop
 from .clip_model import CareClip, check_image_batch
-from .vocabulary import BuildInterrupted, vocabulary_embeddings
+from .vocabulary import vocabulary_embeddings
 from .word_hygiene import clean_vocabulary
 
 CONCEPT_TYPES = ("object", "style")
@@ -45,9 +46,6 @@ KEPT = "kept"
 DROPPED_LOW = "dropped: its cluster is the closest to the reference word (near-synonyms)"
 DROPPED_HIGH = "dropped: its cluster is the farthest from the reference word (unrelated)"
 REFINED_AWAY = "dropped: leave-one-out outlier inside its cluster"
-
-ProgressCallback = Callable[[int, int, str], None]
-StopCheck = Callable[[], bool]
 
 
 class CareSetInputError(ValueError):
@@ -354,7 +352,7 @@ def count_top_words(image_features: torch.Tensor, vocabulary: torch.Tensor, word
 
 def build_care_set(images: torch.Tensor, clip: CareClip, reference_word: str, concept_type: str = "object",
                    settings: CareSetSettings | None = None, cache_dir: str | None = None,
-                   progress: ProgressCallback | None = None, should_stop: StopCheck | None = None,
+                   progress: ProgressCallback | None = None, should_stop: StopCallback | None = None,
                    pos_pipeline: Any | None = None) -> CareSet:
     """Build the CARE-set of ``reference_word`` from ``images`` (ComfyUI ``IMAGE`` ``(B, H, W, C)`` in [0, 1])."""
     settings = settings or CareSetSettings()
@@ -384,8 +382,7 @@ def build_care_set(images: torch.Tensor, clip: CareClip, reference_word: str, co
     features = []
     report_images = stages("images")
     for start in range(0, images.shape[0], 32):
-        if should_stop is not None and should_stop():
-            raise BuildInterrupted("CARE-set construction stopped by the user.")
+        check_stop(should_stop, "CARE-set construction stopped by the user.")
         features.append(clip.embed_images(images[start:start + 32]))
         report_images(min(start + 32, images.shape[0]), images.shape[0], "embedding the images")
     image_features = torch.cat(features)

@@ -449,35 +449,3 @@ def _check_fit(model: torch.nn.Module, state: dict[str, torch.Tensor], label: st
             f"{path.name} does not fit architecture '{label}': " + "; ".join(p for p in problems if p)
             + ". Choose the architecture the file was made for, or put the matching file into "
               f"ComfyUI/models/open_clip/. {OPENAI_VIT_B_32_HINT}")
-
-
-TINY_CLIP_CONFIG: dict[str, Any] = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
-}
-"""A tiny open_clip config (same dict format as open_clip's ``model_configs/*.json``) with the real vocabulary."""
-
-
-def build_tiny_care_clip(seed: int = 0, device: str | torch.device = "cpu") -> CareClip:
-    """A tiny randomly initialised CLIP with the real 49,408-entry BPE vocabulary (tests; no download)."""
-    from open_clip.model import CLIP
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = CLIP(**TINY_CLIP_CONFIG)
-    return CareClip(model, f"tiny-clip/random-seed-{seed}", device=device)
-
-
-def save_tiny_care_clip(directory: str | os.PathLike, seed: int = 0) -> Path:
-    """Write the tiny CLIP as ``open_clip_config.json`` + ``open_clip_model.safetensors`` into ``directory``
-    (the layout of an open_clip Hugging Face repository); returns the weights path."""
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    clip = build_tiny_care_clip(seed)
-    (directory / CONFIG_FILE_NAME).write_text(json.dumps({"model_cfg": TINY_CLIP_CONFIG}, indent=2), encoding="utf-8")
-    weights = directory / "open_clip_model.safetensors"
-    save_file({k: v.contiguous() for k, v in clip.model.state_dict().items()}, str(weights))
-    return weights

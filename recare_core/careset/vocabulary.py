@@ -19,24 +19,17 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
+from ..progress import ProgressCallback, StopCallback, check_stop
 from ..safe_files import check_relative_name, contained_path, move_aside, write_new_file
 from .clip_model import CareClip
 
 CACHE_FORMAT = "recare-vocabulary-v1"
 CACHE_ENV_VAR = "RECARE_CACHE_DIR"
 
-ProgressCallback = Callable[[int, int, str], None]
-StopCheck = Callable[[], bool]
-
 log = logging.getLogger(__name__)
-
-
-class BuildInterrupted(RuntimeError):
-    """The user stopped a long computation (ComfyUI's Cancel)."""
 
 
 @dataclass
@@ -76,7 +69,7 @@ def cache_path(clip: CareClip, cache_dir: str | os.PathLike | None = None) -> Pa
                           "vocabulary cache name")
 
 
-def embed_vocabulary(clip: CareClip, progress: ProgressCallback | None = None, should_stop: StopCheck | None = None,
+def embed_vocabulary(clip: CareClip, progress: ProgressCallback | None = None, should_stop: StopCallback | None = None,
                      batch_size: int = 1024) -> torch.Tensor:
     """Embed every vocabulary entry of ``clip`` (``</w>`` removed): fp16 ``(49408, D)``, rows L2-normalised."""
     entries = clip.vocabulary()
@@ -87,8 +80,7 @@ def embed_vocabulary(clip: CareClip, progress: ProgressCallback | None = None, s
     unique_matrix = torch.empty(len(unique_texts), clip.embedding_dim, dtype=torch.float32)
     total = len(order)
     for start in range(0, total, batch_size):
-        if should_stop is not None and should_stop():
-            raise BuildInterrupted("Vocabulary embedding stopped by the user; nothing was cached.")
+        check_stop(should_stop, "Vocabulary embedding stopped by the user; nothing was cached.")
         chunk = order[start:start + batch_size]
         unique_matrix[chunk] = clip.embed_token_ids([token_ids[i] for i in chunk], batch_size=batch_size)
         if progress is not None:
@@ -127,7 +119,7 @@ def _write_cache(path: Path, matrix: torch.Tensor, clip: CareClip) -> None:
 
 
 def vocabulary_embeddings(clip: CareClip, cache_dir: str | os.PathLike | None = None,
-                          progress: ProgressCallback | None = None, should_stop: StopCheck | None = None,
+                          progress: ProgressCallback | None = None, should_stop: StopCallback | None = None,
                           batch_size: int = 1024) -> VocabularyEmbeddings:
     """The vocabulary embeddings of ``clip``: read from the cache when present, else built and cached."""
     entries = clip.vocabulary()

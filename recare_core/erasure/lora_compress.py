@@ -16,15 +16,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
+from ..progress import ProgressCallback, StopCallback, check_stop
 from .increments import Erasure, WeightIncrement
-
-
-class CompressionStopped(RuntimeError):
-    """Compression was interrupted by ``should_stop``."""
 
 
 @dataclass
@@ -69,8 +65,8 @@ def compress_erasure(
     erasure: Erasure,
     rank: int,
     device: torch.device | str | None = None,
-    progress: Callable[[int, int, str], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    progress: ProgressCallback | None = None,
+    should_stop: StopCallback | None = None,
 ) -> tuple[Erasure, CompressionReport]:
     """A copy of ``erasure`` with each full matrix delta replaced by a rank-``rank`` LoRA, and the error report.
 
@@ -83,8 +79,7 @@ def compress_erasure(
     squared_error = squared_norm = 0.0
     total = len(erasure.increments)
     for step, (key, increment) in enumerate(erasure.increments.items()):
-        if should_stop is not None and should_stop():
-            raise CompressionStopped("Compression was stopped before it finished; nothing was changed.")
+        check_stop(should_stop, "Compression was stopped before it finished; nothing was changed.")
         if progress is not None:
             progress(step, total, f"compressing {key}")
         delta = increment.delta()

@@ -10,6 +10,7 @@ from ..training.sampling import TIMESTEP_MAPPINGS
 from ..training.weight_update import UPDATE_KINDS
 
 CONCEPT_TYPES: tuple[str, ...] = ("object", "style", "person")
+ANCHOR_MODES: tuple[str, ...] = ("care_set", "age")
 
 
 @dataclass
@@ -47,6 +48,13 @@ class ReCAREConfig:
     image_size: int = 512
     ti_flip: bool = True  # random horizontal flips (flipped copies are encoded once, up front)
     center_crop: bool = False
+    # Stage-2 options: AGE's adaptive anchor (methods/age.py) and DoCo's gradient surgery (methods/doco.py).
+    anchor_mode: str = "care_set"  # "age": adaptive Gumbel-softmax mixture of the CARE-set prompts
+    age_temperature: float = 2.0
+    age_top_k: int = 5
+    age_lr: float = 1e-3
+    doco_surgery: bool = False
+    doco_lambda: float = 1.0
     # Runtime.
     seed: int = 42
     mixed_precision: bool = True  # autocast on CUDA
@@ -90,6 +98,10 @@ class ReCAREConfig:
             raise ValueError(f"concept_type must be one of {CONCEPT_TYPES}, got '{self.concept_type}'.")
         if self.image_size < 8:
             raise ValueError(f"image_size {self.image_size} is too small.")
+        if self.anchor_mode not in ANCHOR_MODES:
+            raise ValueError(f"anchor_mode must be one of {ANCHOR_MODES}, got '{self.anchor_mode}'.")
+        if not 0.0 <= self.doco_lambda <= 1.0:
+            raise ValueError(f"doco_lambda must be within 0..1, got {self.doco_lambda}.")
 
 
 PRESETS: dict[str, ReCAREConfig] = {

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from ..training.guidance import normalized_compositional_guidance, normalized_negative_guidance
 from ..training.sampling import evaluation_timestep, partial_ddim_sample
 from ..training.run import TrainingRun, describe_stage
+from .age import AdaptiveAnchor
+from .doco import GradientSurgery
 from .recare_config import ReCAREConfig
 from ..training.weight_update import WeightUpdate
 
@@ -70,7 +72,8 @@ def erase_stage(run: TrainingRun, update: WeightUpdate, concept: str, config: Re
 
 def robust_erase_stage(run: TrainingRun, update: WeightUpdate, erase_concepts: Sequence[str],
                        anchor_prompts: Sequence[str], retain_prompts: Sequence[str], config: ReCAREConfig, *,
-                       learned_tokens: Mapping[str, torch.Tensor], name: str = "stage2", seed: int
+                       learned_tokens: Mapping[str, torch.Tensor], name: str = "stage2", seed: int,
+                       anchor_mixture: AdaptiveAnchor | None = None, surgery: GradientSurgery | None = None
                        ) -> dict[str, list[float]]:
     """Stage-2 robust erase for ``config.robust_steps`` steps; returns ``{"<name>_total"|"_erase"|"_retain": losses}``.
 
@@ -78,6 +81,8 @@ def robust_erase_stage(run: TrainingRun, update: WeightUpdate, erase_concepts: S
     conditioned on the erase concept. erase loss = MSE(student e(x_t | erase concept), compositional target with
     every erase concept negative (-S) and the anchor positive (+S) around teacher e_u); retain loss =
     MSE(student e(x_t | retain), teacher e(x_t | retain)); total = erase + retain_weight * retain.
+    Options: ``anchor_mixture`` (AGE, :mod:`.age`) replaces the drawn anchor and retain prompts by its adaptive
+    mixture and ascends the retain loss; ``surgery`` (DoCo, :mod:`.doco`) replaces the plain optimiser step.
     """
     if not erase_concepts or not anchor_prompts or not retain_prompts:
         raise ValueError("Stage 2 needs at least one erase concept, one anchor prompt and one retain prompt.")
@@ -97,6 +102,8 @@ def robust_erase_stage(run: TrainingRun, update: WeightUpdate, erase_concepts: S
         for step in range(steps):
             erase_cond, anchor_cond, retain_cond = run.conditionings(
                 [erase_draw[step], anchor_draw[step], retain_draw[step]], learned_tokens).split(1)
+            if anchor_mixture is not None:
+                anchor_cond, retain_cond = anchor_mixture.conditionings()
             x_t, t = training_point(run, erase_cond, uncond, config, generator)
             teacher_conds = torch.cat([uncond, run.conditionings(negatives, learned_tokens), anchor_cond, retain_cond])
             rows = teacher_conds.shape[0]
@@ -109,9 +116,19 @@ def robust_erase_stage(run: TrainingRun, update: WeightUpdate, erase_concepts: S
             erase_loss = F.mse_loss(student[:1], target)
             retain_loss = F.mse_loss(student[1:], e_retain)
             loss = erase_loss + config.retain_weight * retain_loss
-            value = run.optimise(loss, optimizer, stage=name, step=step + 1, lr_name="robust_lr")
+            if surgery is None:
+                value = run.optimise(loss, optimizer, stage=name, step=step + 1, lr_name="robust_lr")
+            else:
+                value = surgery.step(run, erase_loss, config.retain_weight * retain_loss, optimizer,
+                                     update.parameters(), stage=name, step=step + 1, lr_name="robust_lr",
+                                     retain_only=[anchor_mixture.logits] if anchor_mixture is not None else [])
             values = {f"{name}_total": value, f"{name}_erase": float(erase_loss.detach()),
                       f"{name}_retain": float(retain_loss.detach())}
+            if anchor_mixture is not None:
+                anchor_mixture.ascend()
+                values[f"{name}_age_max_weight"] = max(anchor_mixture.weights())
+            if surgery is not None:
+                values[f"{name}_doco_conflict_share"] = surgery.last_conflict_share
             run.step_done(name, values, f"{describe_stage(name)}: step {step + 1}/{steps}, loss {value:.4g} "
                                         f"(erase {values[f'{name}_erase']:.4g}, retain {values[f'{name}_retain']:.4g})")
     return {key: list(values) for key, values in record.losses.items()}

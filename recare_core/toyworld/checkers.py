@@ -11,22 +11,15 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..progress import ProgressCallback, StopCallback, check_stop
 from .render import render_batch
 from .world import ATTRIBUTES, sample_scene
-
-ProgressCallback = Callable[[int, int, str], None]
-StopCallback = Callable[[], bool]
-
-
-class CheckerTrainingInterrupted(RuntimeError):
-    """Checker training was stopped by the user."""
 
 
 @dataclass(frozen=True)
@@ -154,8 +147,7 @@ def train_checker(image_size: int = 16, steps: int = 1500, batch_size: int = 128
         schedule.step()
         if progress is not None:
             progress(step + 1, steps, f"attribute checker: step {step + 1}/{steps}, loss {float(loss.detach()):.4f}")
-        if should_stop is not None and should_stop():
-            raise CheckerTrainingInterrupted("Checker training was stopped.")
+        check_stop(should_stop, "Checker training was stopped.")
     test_rng = np.random.default_rng(seed + 1_000_003)
     images, labels = render_labelled(test_rng, held_out, image_size)
     degraded = degrade(images, torch.Generator().manual_seed(seed + 1))

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from ..erasure.increments import WeightIncrement
-from .toy_model import ToyTextToImage
-from ..training.train_methods import select_trainable_modules
+from ..training.train_methods import cross_attention_projections, select_trainable_modules
+from .toy_model import ToyTextToImage, word_token_ids
 
 
 class TorchBackend:
@@ -64,6 +64,12 @@ class TorchBackend:
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.images_to_latents(images.to(self.device, torch.float32))
+
+    def cross_attention_projections(self) -> dict[str, nn.Linear]:
+        return cross_attention_projections(self.trainable_modules("xattn"))
+
+    def last_token_index(self, prompt: str) -> int:
+        return min(len(word_token_ids(prompt)), self.model.config.context_length - 2)
 
 
 @torch.no_grad()

@@ -15,12 +15,12 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from ..careset.clip_model import CareClip
+from ..progress import ProgressCallback
 from .torch_backend import TorchBackend
 from .checkers import AttributeChecker, train_checker
 from .default import CHECKER_FILE, CLIP_DIR, CLIP_FILE, REPORT_FILE, T2I_FILE, load_checker, load_clip, \
@@ -70,7 +70,7 @@ def text_to_image_quality(backend: TorchBackend, checker: AttributeChecker, imag
     }
 
 
-def _printer(every: int) -> Callable[[int, int, str], None]:
+def _printer(every: int) -> ProgressCallback:
     start = time.perf_counter()
 
     def report(step: int, total: int, message: str) -> None:

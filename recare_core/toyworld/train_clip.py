@@ -21,18 +21,17 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..progress import ProgressCallback, StopCallback, check_stop
 from ..careset.clip_model import CONFIG_FILE_NAME, CareClip
 from .render import render_batch
 from .world import CaptionStyle, random_caption, sample_scene, vocabulary_words
 
-ProgressCallback = Callable[[int, int, str], None]
-StopCallback = Callable[[], bool]
 WEIGHTS_FILE_NAME = "open_clip_model.safetensors"
 
 
@@ -173,8 +172,7 @@ def train_clip(config: ClipTrainConfig | None = None, progress: ProgressCallback
             window.clear()
         if progress is not None:
             progress(step + 1, config.steps, f"CLIP: step {step + 1}/{config.steps}, loss {value:.4f}")
-        if should_stop is not None and should_stop():
-            raise RuntimeError(f"CLIP training was stopped at step {step + 1}.")
+        check_stop(should_stop, f"CLIP training was stopped at step {step + 1}.")
     model.eval()
     report = {"config": config.to_dict(), "seconds": round(time.perf_counter() - start, 1),
               "loss_curve": {"every": config.log_every, "mean_loss": losses},

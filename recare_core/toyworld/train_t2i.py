@@ -10,22 +10,15 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..progress import ProgressCallback, StopCallback, check_stop
 from .toy_model import ToyModelConfig, ToyTextToImage
 from .render import render_batch
 from .world import CaptionStyle, random_caption, sample_scene
-
-ProgressCallback = Callable[[int, int, str], None]
-StopCallback = Callable[[], bool]
-
-
-class ToyTrainingInterrupted(RuntimeError):
-    """Training of a toy-world model was stopped by the user."""
 
 
 class ToyTrainingDiverged(RuntimeError):
@@ -131,8 +124,7 @@ def train_text_to_image(config: TextToImageTrainConfig | None = None, progress: 
             window.clear()
         if progress is not None:
             progress(step + 1, config.steps, f"text-to-image: step {step + 1}/{config.steps}, loss {value:.4f}")
-        if should_stop is not None and should_stop():
-            raise ToyTrainingInterrupted(f"Text-to-image training was stopped at step {step + 1}.")
+        check_stop(should_stop, f"Text-to-image training was stopped at step {step + 1}.")
     report = {"config": config.to_dict(), "seconds": round(time.perf_counter() - start, 1),
               "loss_curve": {"every": config.log_every, "mean_loss": [round(v, 5) for v in losses]},
               "unet_parameters": sum(p.numel() for p in model.unet.parameters()),

@@ -25,6 +25,12 @@ What training relies on
   learned embeddings receive gradients. Fixed prompts are encoded once per run under ``no_grad``.
 * :meth:`encode_images` is called once per run, before any training step, on the target images used by the
   stage-1 rounds and their mirror images (in chunks of 8).
+
+What closed-form edits rely on
+------------------------------
+* :meth:`cross_attention_projections` gives the cross-attention key/value layers whose weights a closed-form
+  method (UCE) solves for from text embeddings; :meth:`last_token_index` says which row of :meth:`encode_text`'s
+  output holds a prompt's last word token. The edit is returned as increments, the layers are not changed.
 """
 
 from __future__ import annotations
@@ -81,3 +87,12 @@ class DiffusionBackend(Protocol):
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """Latents (already scaled for the denoiser) of ``images``: ``(B, H, W, 3)`` floats in [0, 1]."""
+
+    def cross_attention_projections(self) -> dict[str, nn.Linear]:
+        """The key and value projections (``to_k`` / ``to_v``) of every cross-attention layer of :meth:`denoiser`,
+        which map conditioning rows to keys and values, keyed by their parameter-name prefix (increments are keyed
+        ``<prefix>.weight``)."""
+
+    def last_token_index(self, prompt: str) -> int:
+        """Row of ``encode_text([prompt])[0]`` holding ``prompt``'s last word token (0, the start token, for an
+        empty prompt); capped at the last row a word token can take."""

@@ -11,17 +11,14 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 
+from ..progress import Interrupted, ProgressCallback, StopCallback, check_stop
 from .backend import DiffusionBackend
 
-ProgressCallback = Callable[[int, int, str], None]
-StopCallback = Callable[[], bool]
+__all__ = ["Interrupted", "ProgressCallback", "StopCallback", "TrainingRun", "StageRecord",
+           "NonFiniteLossError", "TrainingOutOfMemoryError", "out_of_memory_as_error", "describe_stage"]
 ROLES: tuple[str, ...] = ("sampling", "teacher", "student")
 MEMORY_OPTIONS = ("update 'lora' instead of 'full'", "a lower lora_rank", "gradient_checkpointing on",
                   "a smaller image_size")
-
-
-class TrainingInterrupted(RuntimeError):
-    """The user asked training to stop; the model is left as it was."""
 
 
 def describe_stage(name: str) -> str:
@@ -152,8 +149,7 @@ class TrainingRun:
             self._record = previous
 
     def check_stop(self) -> None:
-        if self.should_stop is not None and self.should_stop():
-            raise TrainingInterrupted("Training was interrupted; the model is unchanged.")
+        check_stop(self.should_stop, "Training was interrupted; the model is unchanged.")
 
     def optimise(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, *, stage: str, step: int,
                  lr_name: str) -> float:

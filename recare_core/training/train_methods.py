@@ -44,3 +44,13 @@ def select_trainable_modules(named_modules: Mapping[str, nn.Module], method: str
     if not selected:
         raise ValueError(f"Train method '{method}' selects no layer of this model.")
     return selected
+
+
+def cross_attention_projections(cross_attention_layers: Mapping[str, nn.Module]) -> dict[str, nn.Linear]:
+    """The key/value projections (names ending ``attn2.to_k`` / ``attn2.to_v``) among the cross-attention layers
+    (``select_trainable_modules(..., "xattn")``); ``ValueError`` when there are none."""
+    selected = {name: module for name, module in cross_attention_layers.items()
+                if isinstance(module, nn.Linear) and name.endswith((".to_k", ".to_v")) and _is_cross_attention(name)}
+    if not selected:
+        raise ValueError("This model has no cross-attention key/value projections (attn2.to_k / attn2.to_v).")
+    return selected
