@@ -32,6 +32,20 @@ def _float(name: str, tooltip: str, step: float) -> io.Float.Input:
     return io.Float.Input(name, default=getattr(_DEFAULTS, name), min=0.0, max=100.0, step=step, tooltip=tooltip)
 
 
+REFERENCE_WEIGHT = -1.0
+"""Widget value of a stage-2 target weight that means "the reference's, from compositional_guidance_scale"."""
+
+
+def _target_weight(name: str, tooltip: str) -> io.Float.Input:
+    return io.Float.Input(name, default=REFERENCE_WEIGHT, min=REFERENCE_WEIGHT, max=100.0, step=0.05,
+                          tooltip=tooltip + " -1: the reference's value, derived from compositional_guidance_scale.")
+
+
+def _reference_weights(numbers: dict) -> dict:
+    """The widget values with every stage-2 target weight left at -1 turned into ``None`` (the reference's)."""
+    return {k: (None if k in ("erase_target_weight", "anchor_weight") and v < 0 else v) for k, v in numbers.items()}
+
+
 class ReCAREUnlearn(io.ComfyNode):
     """Erase a concept with ReCARE: adversarial erasure rounds, then a robust erase that keeps the CARE-set."""
 
@@ -72,6 +86,16 @@ class ReCAREUnlearn(io.ComfyNode):
                 advanced(_float("negative_guidance", "Strength of the negative guidance that builds the erasure target.", 0.1)),
                 advanced(_float("compositional_guidance_scale", "Stage 2: scale of the compositional (erase/anchor) guidance.", 0.1)),
                 advanced(_int("num_adv_concepts", "Stage 2: how many learned adversarial tokens are erased with the concept.", 0, 10)),
+                advanced(_target_weight("erase_target_weight", "Stage 2: weight of the erase concepts' (mean) guidance "
+                                        "update in the target; the reference uses S + 1 (3 at S = 2). Lower keeps more "
+                                        "of what co-occurs with the concept and erases less.")),
+                advanced(_target_weight("anchor_weight", "Stage 2: weight of the CARE anchor's guidance update in the "
+                                        "target; the reference uses S - 1 (1 at S = 2).")),
+                advanced(_float("adversarial_weight", "Stage 2: weight of the learned adversarial tokens relative to "
+                                "the concept, both in the target's mean and in the erase loss of steps that draw one "
+                                "(1: the reference; 0: they are not erased).", 0.05)),
+                advanced(_float("retain_weight", "Stage 2: weight of the retain loss that keeps the CARE-set's "
+                                "predictions (1: the reference).", 0.05)),
                 advanced(_int("ddim_steps", "Schedule length of the partial DDIM sampling that produces training points.", 3, 1000)),
                 advanced(_float("sampling_cfg", "Classifier-free guidance of that partial sampling.", 0.1)),
                 io.Combo.Input("train_method", options=list(TRAIN_METHODS), default=_DEFAULTS.train_method,
@@ -100,8 +124,8 @@ class ReCAREUnlearn(io.ComfyNode):
         config = dataclasses.replace(
             ReCAREConfig.preset(preset), concept_type=concept_type, initializer_token=initializer_token.strip(),
             seed=seed, gradient_checkpointing=gradient_checkpointing,
-            **({k: v for k, v in numbers.items()} if preset == "paper" else
-               {k: v for k, v in numbers.items() if k not in ReCAREConfig.PRESET_FIELDS}),
+            **({k: v for k, v in _reference_weights(numbers).items()} if preset == "paper" else
+               {k: v for k, v in _reference_weights(numbers).items() if k not in ReCAREConfig.PRESET_FIELDS}),
         )
         erase_concept = erase_concept.strip()
         if target_images is None or target_images.shape[0] == 0:
