@@ -24,7 +24,7 @@ import torch
 
 from .clip_model import CareClip
 
-CACHE_FORMAT = "recare-vocabulary-v1"
+CACHE_FORMAT = "recare-vocabulary-v2"  # v2: embeddings computed in float64
 CACHE_ENV_VAR = "RECARE_CACHE_DIR"
 
 ProgressCallback = Callable[[int, int, str], None]
@@ -82,13 +82,14 @@ def embed_vocabulary(clip: CareClip, progress: ProgressCallback | None = None, s
     order = sorted(range(len(unique_texts)), key=lambda i: len(token_ids[i]))  # equal lengths batch together
     unique_matrix = torch.empty(len(unique_texts), clip.embedding_dim, dtype=torch.float32)
     total = len(order)
-    for start in range(0, total, batch_size):
-        if should_stop is not None and should_stop():
-            raise BuildInterrupted("Vocabulary embedding stopped by the user; nothing was cached.")
-        chunk = order[start:start + batch_size]
-        unique_matrix[chunk] = clip.embed_token_ids([token_ids[i] for i in chunk], batch_size=batch_size)
-        if progress is not None:
-            progress(min(start + batch_size, total), total, "embedding the CLIP vocabulary")
+    with clip.float64():  # the same cache on every machine and thread count
+        for start in range(0, total, batch_size):
+            if should_stop is not None and should_stop():
+                raise BuildInterrupted("Vocabulary embedding stopped by the user; nothing was cached.")
+            chunk = order[start:start + batch_size]
+            unique_matrix[chunk] = clip.embed_token_ids([token_ids[i] for i in chunk], batch_size=batch_size)
+            if progress is not None:
+                progress(min(start + batch_size, total), total, "embedding the CLIP vocabulary")
     rows = torch.tensor([row_of_text[text] for text in entries])
     return unique_matrix[rows].to(torch.float16)
 
