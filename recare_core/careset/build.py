@@ -244,9 +244,12 @@ def _orthogonal_to(vectors: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 def residual_statistics(words: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(cosine similarity to the reference, residual norm) per word, for L2-normalised rows."""
+    """(cosine similarity to the reference, residual norm) per word, for L2-normalised rows, rounded to 1e-12
+    (so that they, and the clusters ranked by them, do not depend on the BLAS)."""
     words, reference = np.asarray(words, np.float64), np.asarray(reference, np.float64)
-    return words @ reference, np.linalg.norm(_orthogonal_to(words, reference), axis=1)
+    similarities = np.einsum("nd,d->n", words, reference, optimize=False)
+    residuals = np.sqrt(np.einsum("nd,nd->n", *(2 * [_orthogonal_to(words, reference)]), optimize=False))
+    return _rounded(similarities, 12), _rounded(residuals, 12)
 
 
 def _rounded(values: np.ndarray, decimals: int) -> np.ndarray:
