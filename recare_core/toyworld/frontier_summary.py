@@ -104,7 +104,6 @@ def matched_table(results: Sequence[dict], methods: Sequence[str]) -> str:
 
 def _panel(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], x_label: str) -> None:
     left, top, right, bottom = box
-    draw.rectangle(box, outline=(0, 0, 0))
     for tick in np.linspace(0, 1, 6):
         x = left + tick * (right - left)
         y = bottom - tick * (bottom - top)
@@ -113,6 +112,7 @@ def _panel(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], x_label: s
         draw.line([(left, y), (right, y)], fill=(230, 230, 230))
         draw.text((x - 8, bottom + 6), f"{tick:.1f}", fill=(0, 0, 0))
         draw.text((left - 30, y - 6), f"{tick:.1f}", fill=(0, 0, 0))
+    draw.rectangle(box, outline=(0, 0, 0))
     draw.text(((left + right) // 2 - 40, bottom + 22), x_label, fill=(0, 0, 0))
     draw.text((left - 30, top - 18), "CARE rate (circles kept)", fill=(0, 0, 0))
 
