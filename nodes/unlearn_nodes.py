@@ -33,7 +33,8 @@ from .widgets import config_from_values, config_inputs
 RECARE_FIELDS = ("n_rounds", "erase_steps", "erase_lr", "ti_steps", "ti_lr", "robust_steps", "robust_lr",
                  "negative_guidance", "compositional_guidance_scale", "num_adv_concepts", "ddim_steps",
                  "sampling_cfg", "train_method", "update", "lora_rank", "image_size", "gradient_checkpointing", "seed")
-RECARE_OPTION_FIELDS = ("anchor_mode", "age_top_k", "doco_surgery", "doco_lambda")
+RECARE_OPTION_FIELDS = ("anchor_mode", "age_top_k", "doco_surgery", "doco_lambda", "erase_target_weight",
+                        "anchor_weight", "adversarial_weight", "retain_weight")
 ESD_FIELDS = ("erase_steps", "erase_lr", "negative_guidance", "ddim_steps", "sampling_cfg", "train_method", "update",
               "lora_rank", "image_size", "gradient_checkpointing", "seed")
 UCE_FIELDS = ("guide", "preserve", "preserve_care_set", "erase_scale", "preserve_scale", "lamb")

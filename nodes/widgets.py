@@ -25,7 +25,8 @@ from .file_inputs import check_choice
 class Widget:
     """How a config field shows on a node: ``tooltip``; for numbers ``minimum`` / ``maximum`` / ``step``; for a
     choice ``options``; ``advanced`` folds it away where the ComfyUI supports it; an ``optional`` input may be
-    missing from a graph (saved before it existed), the config's default then applies."""
+    missing from a graph (saved before it existed), the config's default then applies. ``unset`` is the number
+    a field whose config value is ``None`` ("derive it") shows as; that number means ``None`` again."""
 
     tooltip: str
     minimum: float | None = None
@@ -34,6 +35,7 @@ class Widget:
     options: tuple[str, ...] | None = None
     advanced: bool = False
     optional: bool = False
+    unset: float | None = None
 
 
 def _count(tooltip: str, minimum: int = 0, maximum: int = 100000, is_advanced: bool = False) -> Widget:
@@ -58,6 +60,19 @@ WIDGETS: dict[str, Widget] = {
     "compositional_guidance_scale": _rate("Stage 2: scale of the compositional (erase/anchor) guidance.", 0.1),
     "num_adv_concepts": _count("Stage 2: how many learned adversarial tokens are erased with the concept.", 0, 10,
                                True),
+    "erase_target_weight": Widget("Stage 2: weight of the erase concepts' (mean) guidance update in the target; the "
+                                  "reference uses S + 1 (3 at S = 2). Lower keeps more of what co-occurs with the "
+                                  "concept and erases less. -1: the reference's value, from "
+                                  "compositional_guidance_scale.", -1.0, 100.0, 0.05, advanced=True, optional=True,
+                                  unset=-1.0),
+    "anchor_weight": Widget("Stage 2: weight of the CARE anchor's guidance update in the target; the reference uses "
+                            "S - 1 (1 at S = 2). -1: the reference's value, from compositional_guidance_scale.",
+                            -1.0, 100.0, 0.05, advanced=True, optional=True, unset=-1.0),
+    "adversarial_weight": Widget("Stage 2: weight of the learned adversarial tokens relative to the concept, both in "
+                                 "the target's mean and in the erase loss of steps that draw one (1: the reference; "
+                                 "0: they are not erased).", 0.0, 100.0, 0.05, advanced=True, optional=True),
+    "retain_weight": Widget("Stage 2: weight of the retain loss that keeps the CARE-set's predictions (1: the "
+                            "reference).", 0.0, 100.0, 0.05, advanced=True, optional=True),
     # Training points and layers (shared by the training methods).
     "ddim_steps": _count("Schedule length of the partial DDIM sampling that produces training points.", 3, 1000,
                          True),
@@ -102,6 +117,8 @@ def config_input(name: str, default: Any) -> io.Input:
     """The ComfyUI input of field ``name`` (see :data:`WIDGETS`) with ``default``; its kind follows the default's
     type (bool, int, float, str) or the widget's options."""
     widget = WIDGETS[name]
+    if default is None and widget.unset is not None:
+        default = widget.unset
     common = dict(default=default, tooltip=widget.tooltip, optional=widget.optional)
     if widget.options is not None:
         made = io.Combo.Input(name, options=list(widget.options), **common)
@@ -136,4 +153,6 @@ def config_from_values(base: Any, values: Mapping[str, Any]) -> Any:
         widget = WIDGETS.get(name)
         if widget is not None and widget.options is not None:
             check_choice(value, widget.options, name)
+        if widget is not None and widget.unset is not None and value == widget.unset:
+            changes[name] = None
     return dataclasses.replace(base, **changes)

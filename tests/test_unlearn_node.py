@@ -17,6 +17,7 @@ pytestmark = pytest.mark.comfy
 TINY_STEPS = {
     "n_rounds": 1, "erase_steps": 2, "erase_lr": 5e-6, "ti_steps": 2, "ti_lr": 5e-3, "robust_steps": 2,
     "robust_lr": 2e-5, "negative_guidance": 2.0, "compositional_guidance_scale": 2.0, "num_adv_concepts": 1,
+    "erase_target_weight": -1.0, "anchor_weight": -1.0, "adversarial_weight": 1.0, "retain_weight": 1.0,
     "ddim_steps": 4, "sampling_cfg": 3.0, "train_method": "noxattn", "update": "full", "lora_rank": 4,
     "image_size": 64, "gradient_checkpointing": False, "seed": 7,
 }

@@ -242,13 +242,47 @@ def _orthogonal_to(vectors: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 def residual_statistics(words: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(cosine similarity to the reference, residual norm) per word, for L2-normalised rows."""
+    """(cosine similarity to the reference, residual norm) per word, for L2-normalised rows, rounded to 1e-12
+    (so that they, and the clusters ranked by them, do not depend on the BLAS)."""
     words, reference = np.asarray(words, np.float64), np.asarray(reference, np.float64)
-    return words @ reference, np.linalg.norm(_orthogonal_to(words, reference), axis=1)
+    similarities = np.einsum("nd,d->n", words, reference, optimize=False)
+    residuals = np.sqrt(np.einsum("nd,nd->n", *(2 * [_orthogonal_to(words, reference)]), optimize=False))
+    return _rounded(similarities, 12), _rounded(residuals, 12)
+
+
+def _rounded(values: np.ndarray, decimals: int) -> np.ndarray:
+    """``values`` rounded in float64 (machine-level differences below the last decimal are absorbed)."""
+    return np.round(np.asarray(values, np.float64), decimals) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+def squared_distances(words: np.ndarray) -> np.ndarray:
+    """Squared euclidean distances between the rows, in float64 without BLAS (a fixed summation order),
+    rounded to 1e-9: the same on every machine and thread count for the same rows."""
+    words = np.asarray(words, np.float64)
+    differences = words[:, None, :] - words[None, :, :]
+    return _rounded(np.einsum("ijk,ijk->ij", differences, differences, optimize=False), 9)
+
+
+def pca_init(words: np.ndarray) -> np.ndarray:
+    """t-SNE's ``init="pca"`` made machine-independent: the top-2 principal components (float64, each
+    component's sign fixed so that its largest projection is positive), scaled so that the first column has
+    standard deviation 1e-4 as scikit-learn does, rounded to 1e-12."""
+    centred = np.asarray(words, np.float64) - np.asarray(words, np.float64).mean(axis=0)
+    values, vectors = np.linalg.eigh(np.einsum("ni,nj->ij", centred, centred, optimize=False))
+    projection = centred @ vectors[:, np.argsort(-values, kind="stable")[:2]]
+    projection = _rounded(projection, 9)
+    signs = np.sign(projection[np.abs(projection).argmax(axis=0), [0, 1]])
+    projection = projection * np.where(signs == 0, 1.0, signs)
+    return _rounded(projection / projection[:, 0].std() * 1e-4, 12).astype(np.float32)
 
 
 def tsne_kmeans(words: np.ndarray, n_clusters: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The reference's global clustering: t-SNE to 2-D (init pca, learning rate auto, seeded), k-means there."""
+    """The reference's global clustering: t-SNE to 2-D (init pca, learning rate auto, seeded), k-means there.
+
+    The same inputs give the same clusters on every thread count and BLAS: t-SNE reads rounded float64 squared
+    distances and a deterministic PCA init (:func:`squared_distances`, :func:`pca_init`, the quantities
+    scikit-learn would compute itself for ``metric="euclidean"``), runs single-threaded, and k-means clusters
+    its output rounded to 1e-6."""
     from sklearn.cluster import KMeans
     from sklearn.manifold import TSNE
     from threadpoolctl import threadpool_limits
@@ -256,12 +290,12 @@ def tsne_kmeans(words: np.ndarray, n_clusters: int, seed: int) -> tuple[np.ndarr
     n = words.shape[0]
     if n < max(n_clusters, 2):
         raise CareSetInputError(f"Only {n} candidate words for {n_clusters} clusters.")
-    tsne = TSNE(n_components=2, random_state=seed, init="pca", learning_rate="auto",
-                perplexity=float(min(30.0, n - 1)))
+    tsne = TSNE(n_components=2, random_state=seed, init=pca_init(words), learning_rate="auto",
+                perplexity=float(min(30.0, n - 1)), metric="precomputed")
     # A few hundred points: one thread is fastest, and OpenMP pools fighting torch's own pool were measured
     # 10-30x slower on a busy 2-core machine.
     with threadpool_limits(limits=1):
-        coords = tsne.fit_transform(np.asarray(words, np.float32))
+        coords = _rounded(tsne.fit_transform(squared_distances(words).astype(np.float32)), 6)
         labels = KMeans(n_clusters=n_clusters, random_state=seed, n_init="auto").fit_predict(coords)
     return coords, labels
 
@@ -333,14 +367,17 @@ def count_top_words(image_features: torch.Tensor, vocabulary: torch.Tensor, word
     """How many images have each candidate word among their ``top_k`` most similar vocabulary entries.
 
     Only rows with a word count; a word reached by several rows (``person``/``persons``) counts once per image.
-    Insertion order (image order, then similarity) breaks frequency ties, as in the reference."""
+    Similarities are computed in float64 and rounded to 1e-12 before a stable sort, so that equal (and equal up
+    to summation order) similarities rank by vocabulary row on every machine. Insertion order (image order, then
+    rank) breaks frequency ties, as in the reference."""
     rows = torch.tensor([row for row, word in enumerate(word_of) if word is not None])
-    candidates = vocabulary[rows].float()
+    candidates = vocabulary[rows].double()
     k = min(top_k, len(rows))
     counter: Counter = Counter()
     for start in range(0, image_features.shape[0], 64):
-        similarity = image_features[start:start + 64].float() @ candidates.T
-        for ranked in similarity.topk(k, dim=1).indices.tolist():
+        similarity = image_features[start:start + 64].double() @ candidates.T
+        rounded = torch.round(similarity * 1e12)
+        for ranked in torch.sort(-rounded, dim=1, stable=True).indices[:, :k].tolist():
             seen: set[str] = set()
             for index in ranked:
                 word = word_of[int(rows[index])]
@@ -373,6 +410,14 @@ def build_care_set(images: torch.Tensor, clip: CareClip, reference_word: str, co
 
     stages = _Stages(progress, {"vocabulary": (0, 700), "hygiene": (700, 50), "images": (750, 150),
                                 "words": (900, 100)})
+    with clip.float64():  # every embedding in float64, rounded once: the same on every machine
+        return _build(images, clip, reference_word, concept_type, settings, cache_dir, stages, should_stop,
+                      pos_pipeline)
+
+
+def _build(images: torch.Tensor, clip: CareClip, reference_word: str, concept_type: str, settings: CareSetSettings,
+           cache_dir: str | None, stages: _Stages, should_stop: StopCheck | None, pos_pipeline: Any | None
+           ) -> CareSet:
     vocabulary = vocabulary_embeddings(clip, cache_dir, progress=stages("vocabulary"), should_stop=should_stop)
     stages("hygiene")(0, 1, "word hygiene")
     hygiene = clean_vocabulary(clip.raw_vocabulary(), reference_word, enabled=settings.word_hygiene,

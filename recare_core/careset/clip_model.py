@@ -11,12 +11,13 @@ tag) and :func:`build_tiny_care_clip` (a tiny randomly initialised model for tes
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -84,7 +85,9 @@ class CareClip:
     """An open_clip model with its CLIP BPE tokenizer and torch-side image preprocessing.
 
     ``identity`` names architecture and weights (``ViT-B-32/openai``, ``ViT-B-32/sha256:<16 hex>``) and keys every
-    on-disk cache derived from the model. Embeddings come back L2-normalised, float32, on the CPU."""
+    on-disk cache derived from the model. Embeddings come back L2-normalised, float32, on the CPU; inside
+    :meth:`float64` they are computed in float64 and rounded to float32 only at the end, so that they do not
+    depend on the thread count or on which CPU kernels ran (CARE-set construction uses this)."""
 
     def __init__(self, model: torch.nn.Module, identity: str, preprocess: dict[str, Any] | None = None,
                  device: str | torch.device = "cpu"):
@@ -104,6 +107,26 @@ class CareClip:
 
     def __repr__(self) -> str:
         return f"CareClip({self.identity!r}, device={self.device})"
+
+    @contextlib.contextmanager
+    def float64(self) -> Iterator[None]:
+        """Compute every embedding in float64 inside the block: the model is cast to float64 and back afterwards
+        (exactly: float64 holds every float32 and float16 value), also when the block raises."""
+        dtypes = {name: p.dtype for name, p in self.model.named_parameters()}
+        dtypes.update({name: b.dtype for name, b in self.model.named_buffers()})
+        self.model.double()
+        try:
+            yield
+        finally:
+            for name, tensor in [*self.model.named_parameters(), *self.model.named_buffers()]:
+                if tensor.is_floating_point():
+                    tensor.data = tensor.data.to(dtypes[name])
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype embeddings are computed in (the model's weights'; float64 inside :meth:`float64`)."""
+        weight = next(self.model.parameters())
+        return torch.float64 if weight.dtype == torch.float64 else torch.float32
 
     # -- text --------------------------------------------------------------------------------------------------
     def vocabulary(self) -> list[str]:
@@ -152,9 +175,9 @@ class CareClip:
         towers get the full padded context."""
         max_body = self.context_length - 2
         rows = [[self.tokenizer.sot_token_id, *list(ids)[:max_body], self.tokenizer.eot_token_id] for ids in sequences]
-        out = torch.empty(len(rows), self.embedding_dim, dtype=torch.float32)
+        out = torch.empty(len(rows), self.embedding_dim, dtype=self.compute_dtype)
         if not rows:
-            return out
+            return out.float()
         short = self.supports_short_context
         by_length: dict[int, list[int]] = {}
         for index, row in enumerate(rows):
@@ -166,8 +189,8 @@ class CareClip:
                     ids = torch.zeros(len(chunk), length, dtype=torch.long)
                     for position, index in enumerate(chunk):
                         ids[position, :len(rows[index])] = torch.tensor(rows[index])
-                    out[chunk] = self._encode_text_ids(ids.to(self.device)).float().cpu()
-        return F.normalize(out, dim=-1)
+                    out[chunk] = self._encode_text_ids(ids.to(self.device)).to(out.dtype).cpu()
+        return F.normalize(out, dim=-1).float()
 
     @property
     def embedding_dim(self) -> int:
@@ -210,7 +233,7 @@ class CareClip:
         """ComfyUI ``IMAGE`` ``(B, H, W, C)`` in [0, 1] → normalised ``(B, 3, h, w)`` at the model's input size."""
         check_image_batch(images)
         channels = images.shape[-1]
-        x = images.float()
+        x = images.to(self.compute_dtype)
         x = x.expand(*x.shape[:3], 3) if channels == 1 else x[..., :3]
         x = x.permute(0, 3, 1, 2).clamp(0.0, 1.0)
         x = self._resize(x)
@@ -249,8 +272,8 @@ class CareClip:
         with torch.no_grad():
             for start in range(0, images.shape[0], batch_size):
                 pixels = self.preprocess_images(images[start:start + batch_size])
-                features.append(self.model.encode_image(pixels.to(self.device)).float().cpu())
-        return F.normalize(torch.cat(features), dim=-1)
+                features.append(self.model.encode_image(pixels.to(self.device)).to(self.compute_dtype).cpu())
+        return F.normalize(torch.cat(features), dim=-1).float()
 
 
 # -- loading ---------------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from ..progress import ProgressCallback, StopCallback, check_stop
 from ..safe_files import check_relative_name, contained_path, move_aside, write_new_file
 from .clip_model import CareClip
 
-CACHE_FORMAT = "recare-vocabulary-v1"
+CACHE_FORMAT = "recare-vocabulary-v2"  # v2: embeddings computed in float64
 CACHE_ENV_VAR = "RECARE_CACHE_DIR"
 
 log = logging.getLogger(__name__)
@@ -79,12 +79,13 @@ def embed_vocabulary(clip: CareClip, progress: ProgressCallback | None = None, s
     order = sorted(range(len(unique_texts)), key=lambda i: len(token_ids[i]))  # equal lengths batch together
     unique_matrix = torch.empty(len(unique_texts), clip.embedding_dim, dtype=torch.float32)
     total = len(order)
-    for start in range(0, total, batch_size):
-        check_stop(should_stop, "Vocabulary embedding stopped by the user; nothing was cached.")
-        chunk = order[start:start + batch_size]
-        unique_matrix[chunk] = clip.embed_token_ids([token_ids[i] for i in chunk], batch_size=batch_size)
-        if progress is not None:
-            progress(min(start + batch_size, total), total, "embedding the CLIP vocabulary")
+    with clip.float64():  # the same cache on every machine and thread count
+        for start in range(0, total, batch_size):
+            check_stop(should_stop, "Vocabulary embedding stopped by the user; nothing was cached.")
+            chunk = order[start:start + batch_size]
+            unique_matrix[chunk] = clip.embed_token_ids([token_ids[i] for i in chunk], batch_size=batch_size)
+            if progress is not None:
+                progress(min(start + batch_size, total), total, "embedding the CLIP vocabulary")
     rows = torch.tensor([row_of_text[text] for text in entries])
     return unique_matrix[rows].to(torch.float16)
 

@@ -30,6 +30,11 @@ class ReCAREConfig:
     compositional_guidance_scale: float = 2.0
     num_adv_concepts: int = 2
     retain_weight: float = 1.0
+    # Stage-2 target weights (spec section 2; defaults reproduce the reference). The target is
+    # e_u + anchor_weight * update(anchor) - erase_target_weight * weighted mean_j update(erase concept j).
+    erase_target_weight: float | None = None  # None: S + 1, the reference's (-S) scale on every erase concept
+    anchor_weight: float | None = None  # None: S - 1, the reference's (+S) scale on the anchor
+    adversarial_weight: float = 1.0  # the learned tokens' weight relative to the concept (target mean and loss)
     # Where training points x_t come from: k of ddim_steps DDIM steps with CFG sampling_cfg.
     ddim_steps: int = 50
     sampling_cfg: float = 3.0
@@ -67,6 +72,20 @@ class ReCAREConfig:
         """Optimiser steps of a whole run (progress-bar length)."""
         return self.n_rounds * (self.erase_steps + self.ti_steps) + self.robust_steps
 
+    @property
+    def stage2_erase_weight(self) -> float:
+        """Weight of the erase concepts' mean normalised update in the stage-2 target (reference: S + 1)."""
+        if self.erase_target_weight is None:
+            return self.compositional_guidance_scale + 1.0
+        return self.erase_target_weight
+
+    @property
+    def stage2_anchor_weight(self) -> float:
+        """Weight of the anchor's normalised update in the stage-2 target (reference: S - 1)."""
+        if self.anchor_weight is None:
+            return self.compositional_guidance_scale - 1.0
+        return self.anchor_weight
+
     @classmethod
     def preset(cls, name: str) -> "ReCAREConfig":
         if name not in PRESETS:
@@ -83,6 +102,13 @@ class ReCAREConfig:
         for name in ("erase_lr", "ti_lr", "robust_lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
+        if not self.compositional_guidance_scale > 0:
+            raise ValueError(f"compositional_guidance_scale must be positive (at 0 the reference averages the anchor "
+                             f"with the erase concepts), got {self.compositional_guidance_scale}.")
+        for name in ("retain_weight", "erase_target_weight", "anchor_weight", "adversarial_weight"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < float("inf"):
+                raise ValueError(f"{name} must be 0 or more, got {value}.")
         if self.ddim_steps < 3:
             raise ValueError(f"ddim_steps must be at least 3 (training points use steps 1..ddim_steps-2), "
                              f"got {self.ddim_steps}.")

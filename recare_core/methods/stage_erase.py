@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..training.guidance import normalized_compositional_guidance, normalized_negative_guidance
+from ..training.guidance import normalized_negative_guidance, weighted_compositional_guidance
 from ..training.sampling import evaluation_timestep, partial_ddim_sample
 from ..training.run import TrainingRun, describe_stage
 from .age import AdaptiveAnchor
@@ -70,6 +70,24 @@ def erase_stage(run: TrainingRun, update: WeightUpdate, concept: str, config: Re
     return list(record.losses.get(name, []))
 
 
+def stage_two_weights(config: ReCAREConfig, n_erase_concepts: int) -> tuple[list[float], float, list[float]]:
+    """``(erase coefficients, anchor coefficient, erase-loss weights)`` of the stage-2 target and loss.
+
+    Erase concept 0 is the concept, the rest are learned adversarial tokens with relative weight
+    ``adversarial_weight`` ``a``: concept ``j`` gets the coefficient ``-E * n * w_j / sum(w)`` (``w_0 = 1``,
+    ``w_j = a``; ``E = stage2_erase_weight``), so the erase group's mean is ``-E`` times the ``w``-weighted mean
+    of their updates, and its erase loss is multiplied by ``w_j``. The anchor's coefficient is
+    ``stage2_anchor_weight``. At the defaults (``a = 1``) the coefficients are exactly the reference's
+    ``(-S - 1)`` and ``(S - 1)`` and every loss weight is 1.
+    """
+    if n_erase_concepts < 1:
+        raise ValueError("Stage 2 needs at least one erase concept.")
+    shares = [1.0] + [float(config.adversarial_weight)] * (n_erase_concepts - 1)
+    norm = n_erase_concepts / sum(shares)
+    erase = [-config.stage2_erase_weight * (share * norm) for share in shares]
+    return erase, config.stage2_anchor_weight, shares
+
+
 def robust_erase_stage(run: TrainingRun, update: WeightUpdate, erase_concepts: Sequence[str],
                        anchor_prompts: Sequence[str], retain_prompts: Sequence[str], config: ReCAREConfig, *,
                        learned_tokens: Mapping[str, torch.Tensor], name: str = "stage2", seed: int,
@@ -79,8 +97,10 @@ def robust_erase_stage(run: TrainingRun, update: WeightUpdate, erase_concepts: S
 
     Each step draws (balanced) one erase concept, one anchor and one retain prompt; x_t comes from the student
     conditioned on the erase concept. erase loss = MSE(student e(x_t | erase concept), compositional target with
-    every erase concept negative (-S) and the anchor positive (+S) around teacher e_u); retain loss =
-    MSE(student e(x_t | retain), teacher e(x_t | retain)); total = erase + retain_weight * retain.
+    every erase concept negative (reference: -S, i.e. weight S + 1) and the anchor positive (reference: +S, i.e.
+    weight S - 1) around teacher e_u, weights from :func:`stage_two_weights`); retain loss =
+    MSE(student e(x_t | retain), teacher e(x_t | retain)); total = w * erase + retain_weight * retain, with ``w``
+    the drawn erase concept's loss weight (1 for the concept, ``adversarial_weight`` for a learned token).
     Options: ``anchor_mixture`` (AGE, :mod:`.age`) replaces the drawn anchor and retain prompts by its adaptive
     mixture and ascends the retain loss; ``surgery`` (DoCo, :mod:`.doco`) replaces the plain optimiser step.
     """
@@ -93,8 +113,10 @@ def robust_erase_stage(run: TrainingRun, update: WeightUpdate, erase_concepts: S
     anchor_draw = balanced_draw(list(anchor_prompts), steps, rng)
     retain_draw = balanced_draw(list(retain_prompts), steps, rng)
     negatives = list(erase_concepts)
-    scale = config.compositional_guidance_scale
-    scales = [-scale] * len(negatives) + [scale]
+    erase_coefficients, anchor_coefficient, loss_weights = stage_two_weights(config, len(negatives))
+    coefficients = erase_coefficients + [anchor_coefficient]
+    positive = [False] * len(negatives) + [True]
+    loss_weight = dict(zip(negatives, loss_weights))
     uncond = run.conditionings([""], learned_tokens)
     run.conditionings(negatives + list(anchor_prompts) + list(retain_prompts), learned_tokens)
     optimizer = torch.optim.AdamW(update.parameters(), lr=config.robust_lr)
@@ -110,16 +132,17 @@ def robust_erase_stage(run: TrainingRun, update: WeightUpdate, erase_concepts: S
             with torch.no_grad(), update.enabled(False):
                 teacher = run.predict("teacher", torch.cat([x_t] * rows), t.repeat(rows), teacher_conds)
             e_uncond, e_negatives, e_anchor, e_retain = teacher.split([1, len(negatives), 1, 1])
-            target = normalized_compositional_guidance([*e_negatives.split(1), e_anchor], e_uncond, scales,
-                                                       config.guidance_eta)
+            target = weighted_compositional_guidance([*e_negatives.split(1), e_anchor], e_uncond, coefficients,
+                                                     positive, config.guidance_eta)
             student = run.predict("student", torch.cat([x_t, x_t]), t.repeat(2), torch.cat([erase_cond, retain_cond]))
             erase_loss = F.mse_loss(student[:1], target)
             retain_loss = F.mse_loss(student[1:], e_retain)
-            loss = erase_loss + config.retain_weight * retain_loss
+            erase_term = loss_weight[erase_draw[step]] * erase_loss
+            loss = erase_term + config.retain_weight * retain_loss
             if surgery is None:
                 value = run.optimise(loss, optimizer, stage=name, step=step + 1, lr_name="robust_lr")
             else:
-                value = surgery.step(run, erase_loss, config.retain_weight * retain_loss, optimizer,
+                value = surgery.step(run, erase_term, config.retain_weight * retain_loss, optimizer,
                                      update.parameters(), stage=name, step=step + 1, lr_name="robust_lr",
                                      retain_only=[anchor_mixture.logits] if anchor_mixture is not None else [])
             values = {f"{name}_total": value, f"{name}_erase": float(erase_loss.detach()),

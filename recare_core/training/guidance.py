@@ -42,19 +42,35 @@ def normalized_negative_guidance(
 def normalized_compositional_guidance(
     pred_conds: Sequence[torch.Tensor], pred_uncond: torch.Tensor, scales: Sequence[float], eta: float = 1.0
 ) -> torch.Tensor:
-    """Stage-2 target: ``e_u + mean_pos + mean_neg``.
+    """Stage-2 target in the reference's terms: ``e_u + mean_pos + mean_neg``.
 
     Each condition ``j`` contributes ``(scales[j] - 1) * update_j``; contributions of positive scales are averaged
     over the positive conditions and those of the others (negatives, and zero) over the negatives.
     """
     if len(pred_conds) != len(scales):
         raise ValueError(f"{len(pred_conds)} conditional predictions but {len(scales)} guidance scales.")
+    return weighted_compositional_guidance(pred_conds, pred_uncond, [s - 1.0 for s in scales],
+                                           [s > 0 for s in scales], eta)
+
+
+def weighted_compositional_guidance(
+    pred_conds: Sequence[torch.Tensor], pred_uncond: torch.Tensor, coefficients: Sequence[float],
+    positive: Sequence[bool], eta: float = 1.0
+) -> torch.Tensor:
+    """``e_u + mean over positive conditions of c_j * update_j + mean over the others of c_j * update_j``.
+
+    ``coefficients[j]`` multiplies condition ``j``'s normalised update directly (the reference's scale ``s`` is
+    the coefficient ``s - 1``); ``positive[j]`` says which of the two groups it is averaged in.
+    """
+    if not len(pred_conds) == len(coefficients) == len(positive):
+        raise ValueError(f"{len(pred_conds)} conditional predictions but {len(coefficients)} coefficients and "
+                         f"{len(positive)} group flags.")
     if not pred_conds:
         raise ValueError("Compositional guidance needs at least one conditional prediction.")
-    positive = [(s - 1.0) * normalized_update(e, pred_uncond, eta) for e, s in zip(pred_conds, scales) if s > 0]
-    negative = [(s - 1.0) * normalized_update(e, pred_uncond, eta) for e, s in zip(pred_conds, scales) if s <= 0]
+    updates = [(c, normalized_update(e, pred_uncond, eta), p) for e, c, p in zip(pred_conds, coefficients, positive)]
     guided = pred_uncond.double()
-    for group in (positive, negative):
+    for flag in (True, False):
+        group = [c * update for c, update, p in updates if p == flag]
         if group:
             guided = guided + torch.stack(group).mean(dim=0)
     return guided.to(pred_uncond.dtype)

@@ -1,0 +1,252 @@
+"""Erasure-CARE frontier in the toy world: every method's strength swept, every setting measured on >= 200 images.
+
+A method's strength is swept along one training run: the update is snapshotted at each step count of its
+``snapshots`` (constant learning rate, so a snapshot at ``n`` steps is an ``n``-step setting of that run). Per
+seed, everything that does not depend on the method is made once and shared: the target images, the CARE-set
+built from them with the toy CLIP, and ReCARE's stage-1 adversarial tokens (stage 1 does not depend on the
+CARE-set, so the three ReCARE variants share it). Each snapshot is then attacked with a fresh textual inversion
+and measured with the attribute checker; one JSON per (method, setting, seed), skipped when present.
+
+The method list is :data:`FRONTIER_METHODS`, one table (give every method the same number of settings).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..careset.build import CareSet, build_care_set
+from ..erasure.increments import WeightIncrement
+from ..methods.recare import ReCAREConfig, run_recare
+from ..methods.stage_erase import erase_stage, robust_erase_stage
+from ..scoring.care_score import care_score
+from ..training.run import TrainingRun
+from ..training.weight_update import WeightUpdate
+from .default import ToyWorldModels
+from .evaluate import PromptCase, adversarial_cases, care_cases, generate_cases, target_cases, utility_cases
+from .experiment import (
+    ATTACK_PLACEHOLDER,
+    ExperimentSettings,
+    TokenBackend,
+    attack,
+    erased_backend,
+    experiment_settings,
+    generate_target_images,
+)
+from .torch_backend import TorchBackend
+from .world import CARE_ATTRIBUTE, CARE_VALUE, SHAPES, TARGET_ATTRIBUTE, TARGET_VALUE
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class FrontierMethod:
+    """One row of the method table: how a method is trained and which step counts of its run are measured.
+
+    ``kind``: ``original`` (no training), ``esd`` (stage-1 erase of the target word only, lr ``lr``) or
+    ``recare`` (stage 2 on the shared stage-1 tokens, lr ``lr``). ``care_set``: ``built`` (from the target images
+    with the toy CLIP) or ``true`` (the world's ``circle``). ``overrides``: ReCAREConfig fields of this method."""
+
+    name: str
+    kind: str
+    snapshots: tuple[int, ...]
+    lr: float = 0.0
+    care_set: str = "built"
+    overrides: dict = field(default_factory=dict)
+
+
+FRONTIER_METHODS: tuple[FrontierMethod, ...] = (
+    FrontierMethod("original", "original", (0,)),
+    # Plain ESD at its own paper's guidance (eta = 1, s = 3) and its best stable lr (cpu_6: 1e-4 collapses).
+    FrontierMethod("esd", "esd", (120, 240, 480), lr=6e-5, overrides={"negative_guidance": 3.0}),
+    # ReCARE at the reference stage-2 target (erase weight S + 1 = 3, anchor S - 1 = 1) and lr.
+    FrontierMethod("recare", "recare", (20, 40, 80), lr=2e-5),
+    # ReCARE with the lighter target the audit of issue 13 pointed to: erase weight 1, tokens at half weight.
+    FrontierMethod("recare_tuned", "recare", (20, 40, 80), lr=2e-5,
+                   overrides={"erase_target_weight": 1.0, "adversarial_weight": 0.5}),
+    # ReCARE (reference target) given the world's true CARE-set.
+    FrontierMethod("recare_true_careset", "recare", (20, 40, 80), lr=2e-5, care_set="true"),
+)
+METHOD_NAMES: tuple[str, ...] = tuple(m.name for m in FRONTIER_METHODS)
+
+
+@dataclass(frozen=True)
+class FrontierSettings:
+    """How much is generated and measured. ``images`` is the least number of images per measured rate."""
+
+    schedule: str = "cpu"
+    images: int = 200
+    sample_steps: int = 5
+    guidance_scale: float = 5.0
+
+    def experiment(self, seed: int) -> ExperimentSettings:
+        return dataclasses.replace(experiment_settings(self.schedule, seed), sample_steps=self.sample_steps,
+                                   guidance_scale=self.guidance_scale)
+
+
+def method_by_name(name: str) -> FrontierMethod:
+    for method in FRONTIER_METHODS:
+        if method.name == name:
+            return method
+    raise ValueError(f"Unknown frontier method '{name}'; choose among {', '.join(METHOD_NAMES)}.")
+
+
+def result_path(folder: Path, method: str, steps: int, seed: int) -> Path:
+    return folder / method / f"steps{steps:05d}_seed{seed}.json"
+
+
+def _per_prompt(cases: list[PromptCase], images: int) -> int:
+    return max(1, math.ceil(images / len(cases)))
+
+
+def measure_rates(backend: TorchBackend, models: ToyWorldModels, settings: FrontierSettings, seed: int,
+                  attack_token: torch.Tensor) -> dict[str, float]:
+    """Target, attack, CARE (checker and CLIP) and utility of one model, each on >= ``settings.images`` images."""
+    checker, n, steps, cfg = models.checker, settings.images, settings.sample_steps, settings.guidance_scale
+
+    def run(backend_, cases):
+        return generate_cases(backend_, checker, cases, _per_prompt(cases, n), seed, steps, cfg)
+
+    target, care, utility = run(backend, target_cases()), run(backend, care_cases()), run(backend, utility_cases())
+    attacked = run(TokenBackend(backend, {ATTACK_PLACEHOLDER: attack_token}), adversarial_cases(ATTACK_PLACEHOLDER))
+    accuracy = utility.attribute_accuracy()
+    return {
+        "target_rate": target.share_showing(TARGET_ATTRIBUTE, TARGET_VALUE),
+        "adversarial_rate": attacked.share_showing(TARGET_ATTRIBUTE, TARGET_VALUE),
+        "care_rate": care.share_showing(CARE_ATTRIBUTE, CARE_VALUE),
+        "care_clip_score": care_score(models.clip, care.images, CARE_VALUE, labels=list(SHAPES)).care_score,
+        "utility": accuracy["mean"],
+        "images": {"target": target.images.shape[0], "care": care.images.shape[0],
+                   "utility": utility.images.shape[0], "attack": attacked.images.shape[0]},
+    }
+
+
+def _train_with_snapshots(backend: TorchBackend, config: ReCAREConfig, snapshots: tuple[int, ...],
+                          train: Callable[[TrainingRun, WeightUpdate], None], update_seed: int
+                          ) -> dict[int, dict[str, WeightIncrement]]:
+    """Run ``train`` for ``max(snapshots)`` steps; the update's increments at each snapshot step count."""
+    taken: dict[int, dict[str, WeightIncrement]] = {}
+    wanted = set(snapshots)
+    holder: list[WeightUpdate] = []
+
+    def on_step(step: int, total: int, message: str) -> None:
+        if step in wanted:
+            taken[step] = holder[0].to_erasure_increments()
+
+    run = TrainingRun(backend, total_steps=max(snapshots), mixed_precision=False, progress=on_step)
+    with torch.inference_mode(False), torch.enable_grad():
+        update = WeightUpdate(backend.trainable_modules(config.train_method), config.update, rank=config.lora_rank,
+                              alpha=config.lora_alpha, train_bias=config.train_bias, seed=update_seed)
+        holder.append(update)
+        try:
+            update.requires_grad_(True)
+            train(run, update)
+        finally:
+            update.detach()
+    return taken
+
+
+class SeedContext:
+    """What one seed's methods share: target images, the built CARE-set and stage-1 tokens (cached on disk)."""
+
+    def __init__(self, models: ToyWorldModels, settings: FrontierSettings, seed: int, cache: Path, log: Log):
+        self.models, self.settings, self.seed, self.log = models, settings, seed, log
+        self.experiment = settings.experiment(seed)
+        self.config = dataclasses.replace(self.experiment.recare, seed=seed)
+        self.original = TorchBackend(models.model)
+        self.target_images = generate_target_images(self.original, self.experiment.target_images,
+                                                    100_000 + 1000 * seed, self.experiment)
+        self._cache = cache / f"seed{seed}.json"
+        self._shared: dict | None = None
+
+    def shared(self) -> dict:
+        """``{"care_set": words, "tokens": {name: list}, "seconds": {...}}``, computed once per seed."""
+        if self._shared is None and self._cache.exists():
+            self._shared = json.loads(self._cache.read_text(encoding="utf-8"))
+        if self._shared is None:
+            start = time.perf_counter()
+            built = build_care_set(self.target_images, self.models.clip, TARGET_VALUE, "object",
+                                   self.experiment.care_set)
+            care_seconds = time.perf_counter() - start
+            self.log(f"seed {self.seed}: CARE-set {', '.join(built.words)}; stage 1 next")
+            start = time.perf_counter()
+            stage1 = run_recare(self.original, self.target_images, [], [], TARGET_VALUE,
+                                dataclasses.replace(self.config, robust_steps=0))
+            self._shared = {"care_set": built.words,
+                            "tokens": {k: v.tolist() for k, v in stage1.learned_tokens.items()},
+                            "seconds": {"care_set": round(care_seconds, 1),
+                                        "stage1": round(time.perf_counter() - start, 1)}}
+            self._cache.parent.mkdir(parents=True, exist_ok=True)
+            partial = self._cache.with_suffix(".tmp")
+            partial.write_text(json.dumps(self._shared), encoding="utf-8")
+            partial.replace(self._cache)
+        return self._shared
+
+    def tokens(self) -> dict[str, torch.Tensor]:
+        return {k: torch.tensor(v) for k, v in self.shared()["tokens"].items()}
+
+
+def train_method(context: SeedContext, method: FrontierMethod) -> tuple[dict[int, dict], dict]:
+    """``({steps: increments}, facts)`` for every snapshot of ``method`` on this seed."""
+    if method.kind == "original":
+        return {0: {}}, {}
+    config = dataclasses.replace(context.config, **method.overrides)
+    if method.kind == "esd":
+        config = dataclasses.replace(config, erase_lr=method.lr, erase_steps=max(method.snapshots))
+
+        def train(run, update):
+            erase_stage(run, update, TARGET_VALUE, config, learned_tokens={}, name="esd_erase", seed=config.seed + 1)
+        return _train_with_snapshots(context.original, config, method.snapshots, train, config.seed), {}
+    if method.kind != "recare":
+        raise ValueError(f"Unknown method kind '{method.kind}'.")
+    config = dataclasses.replace(config, robust_lr=method.lr, robust_steps=max(method.snapshots))
+    shared = context.shared()
+    words = shared["care_set"] if method.care_set == "built" else [CARE_VALUE]
+    care_set = CareSet.from_words(TARGET_VALUE, "object", words)
+    tokens = context.tokens()
+    erase_concepts = [TARGET_VALUE] + list(tokens)[:config.num_adv_concepts]
+
+    def train(run, update):
+        robust_erase_stage(run, update, erase_concepts, care_set.anchor_prompts, care_set.retain_prompts, config,
+                           learned_tokens=tokens, name="stage2", seed=config.seed + 3)
+    snapshots = _train_with_snapshots(context.original, config, method.snapshots, train, config.seed + 3)
+    return snapshots, {"care_set": words, "erase_concepts": erase_concepts}
+
+
+def run_method_seed(models: ToyWorldModels, settings: FrontierSettings, method: FrontierMethod, seed: int,
+                    folder: Path, context: SeedContext | None = None, log: Log | None = None) -> list[Path]:
+    """Train, attack and measure every missing snapshot of ``method`` on ``seed``; returns the files written."""
+    say = log or (lambda message: None)
+    missing = [s for s in method.snapshots if not result_path(folder, method.name, s, seed).exists()]
+    if not missing:
+        return []
+    context = context or SeedContext(models, settings, seed, folder / "shared", say)
+    start = time.perf_counter()
+    snapshots, facts = train_method(context, method)
+    train_seconds = time.perf_counter() - start
+    written = []
+    for steps in missing:
+        backend = erased_backend(models.model, snapshots[steps])
+        token = attack(backend, context.target_images, context.experiment, 300_000 + seed)
+        figures = measure_rates(backend, models, settings, 200_000 + 1000 * seed, token)
+        record = {"method": method.name, "steps": steps, "seed": seed, "lr": method.lr,
+                  "overrides": method.overrides, "kind": method.kind, "care_set_kind": method.care_set,
+                  "figures": figures, "train_seconds_whole_run": round(train_seconds, 1),
+                  "settings": dataclasses.asdict(settings), "attack_steps": context.experiment.attack_steps,
+                  "torch": torch.__version__, **facts}
+        path = result_path(folder, method.name, steps, seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".tmp")
+        partial.write_text(json.dumps(record, indent=1), encoding="utf-8")
+        partial.replace(path)
+        written.append(path)
+        say(f"seed {seed} {method.name} steps {steps}: target {figures['target_rate']:.3f} attack "
+            f"{figures['adversarial_rate']:.3f} CARE {figures['care_rate']:.3f} utility {figures['utility']:.3f}")
+    return written

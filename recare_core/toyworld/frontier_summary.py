@@ -1,0 +1,154 @@
+"""Summaries of the frontier results: CARE at matched target rates (interpolated per seed, 95 % t-intervals over
+seeds), a per-setting table, and the frontier plot (CARE against target rate and against attack rate)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+from scipy import stats
+
+MATCHED_TARGETS: tuple[float, ...] = (0.10, 0.05)
+RATES: tuple[str, ...] = ("target_rate", "adversarial_rate", "care_rate", "utility")
+COLOURS: tuple[tuple[int, int, int], ...] = ((90, 90, 90), (214, 39, 40), (31, 119, 180), (44, 160, 44),
+                                             (148, 103, 189), (255, 127, 14), (140, 86, 75), (23, 190, 207))
+
+
+def load_results(folder: Path) -> list[dict]:
+    """Every result record under ``folder/<method>/*.json`` (the shared per-seed cache left out)."""
+    records = []
+    for path in sorted(folder.glob("*/steps*_seed*.json")):
+        records.append(json.loads(path.read_text(encoding="utf-8")))
+    return records
+
+
+def curves(results: Sequence[dict], method: str) -> dict[int, list[dict]]:
+    """``{seed: [point, ...]}`` in step order, each point ``{"steps", <rates>}``; every curve starts at the
+    original model of its seed when that was measured (all methods start from it)."""
+    originals = {r["seed"]: r for r in results if r["method"] == "original"}
+    by_seed: dict[int, list[dict]] = {}
+    for record in results:
+        if record["method"] == method:
+            by_seed.setdefault(record["seed"], []).append(record)
+    out = {}
+    for seed, records in by_seed.items():
+        if method != "original" and seed in originals:
+            records = [originals[seed]] + records
+        out[seed] = [{"steps": r["steps"], **{k: r["figures"][k] for k in RATES}}
+                     for r in sorted(records, key=lambda r: r["steps"])]
+    return out
+
+
+def at_matched_target(curve: Sequence[dict], level: float) -> dict[str, float] | None:
+    """Rates where the curve (in step order) first comes down to target rate ``level``, linearly interpolated
+    in the target rate between the two settings around it; ``None`` when it never does."""
+    for before, after in zip(curve, curve[1:]):
+        if before["target_rate"] > level >= after["target_rate"]:
+            share = (before["target_rate"] - level) / (before["target_rate"] - after["target_rate"])
+            return {k: before[k] + share * (after[k] - before[k]) for k in RATES}
+    return None
+
+
+def t_interval(values: Sequence[float]) -> tuple[float, float]:
+    """``(mean, half-width)`` of the 95 % Student-t interval over seeds (half-width NaN below two seeds)."""
+    array = np.asarray(values, dtype=float)
+    if array.size < 2:
+        return float(array.mean()) if array.size else math.nan, math.nan
+    half = stats.t.ppf(0.975, array.size - 1) * array.std(ddof=1) / math.sqrt(array.size)
+    return float(array.mean()), float(half)
+
+
+def _cell(values: Sequence[float], seeds: int) -> str:
+    if not values:
+        return f"not reached (0/{seeds})"
+    mean, half = t_interval(values)
+    spread = "" if math.isnan(half) else f" ± {half:.2f}"
+    reached = "" if len(values) == seeds else f" ({len(values)}/{seeds} seeds)"
+    return f"{mean:.2f}{spread}{reached}"
+
+
+def matched_table(results: Sequence[dict], methods: Sequence[str]) -> str:
+    """Markdown: CARE, attack and utility at matched target rates per method, then every setting's means."""
+    header = "| method | seeds | " + " | ".join(
+        f"{what} @ target {level:.2f}" for level in MATCHED_TARGETS for what in ("CARE ↑", "attack ↓", "utility ↑"))
+    lines = [header + " |", "|" + "---|" * (2 + 3 * len(MATCHED_TARGETS))]
+    for method in methods:
+        if method == "original":
+            continue
+        seed_curves = curves(results, method)
+        cells = []
+        for level in MATCHED_TARGETS:
+            matched = [m for m in (at_matched_target(c, level) for c in seed_curves.values()) if m]
+            cells += [_cell([m[key] for m in matched], len(seed_curves))
+                      for key in ("care_rate", "adversarial_rate", "utility")]
+        lines.append(f"| {method} | {len(seed_curves)} | " + " | ".join(cells) + " |")
+    lines.append("\nmean ± half-width of the 95 % Student-t interval over seeds (each seed's curve interpolated "
+                 "linearly in the target rate between the two settings around the level; the original model is "
+                 "every curve's first point)")
+    lines += ["", "| method | steps | seeds | target ↓ | attack ↓ | CARE ↑ | utility ↑ |", "|---|---|---|---|---|---|---|"]
+    for method in methods:
+        steps = sorted({r["steps"] for r in results if r["method"] == method})
+        for step in steps:
+            rows = [r["figures"] for r in results if r["method"] == method and r["steps"] == step]
+            cells = []
+            for key in RATES:
+                mean, half = t_interval([row[key] for row in rows])
+                cells.append(f"{mean:.2f}" + ("" if math.isnan(half) else f" ± {half:.2f}"))
+            lines.append(f"| {method} | {step} | {len(rows)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _panel(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], x_label: str) -> None:
+    left, top, right, bottom = box
+    for tick in np.linspace(0, 1, 6):
+        x = left + tick * (right - left)
+        y = bottom - tick * (bottom - top)
+        draw.line([(x, bottom), (x, bottom + 4)], fill=(0, 0, 0))
+        draw.line([(left - 4, y), (left, y)], fill=(0, 0, 0))
+        draw.line([(left, y), (right, y)], fill=(230, 230, 230))
+        draw.text((x - 8, bottom + 6), f"{tick:.1f}", fill=(0, 0, 0))
+        draw.text((left - 30, y - 6), f"{tick:.1f}", fill=(0, 0, 0))
+    draw.rectangle(box, outline=(0, 0, 0))
+    draw.text(((left + right) // 2 - 40, bottom + 22), x_label, fill=(0, 0, 0))
+    draw.text((left - 30, top - 18), "CARE rate (circles kept)", fill=(0, 0, 0))
+
+
+def render_frontier_plot(results: Sequence[dict], methods: Sequence[str]) -> Image.Image:
+    """CARE against target rate (left) and against attack rate (right), one curve per method through the
+    per-setting means over seeds (bars: ± one standard deviation of CARE), the original model as a dot."""
+    width, height, margin = 1100, 520, 60
+    image = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    boxes = [(margin, 40, width // 2 - 20, height - 110), (width // 2 + margin, 40, width - 20, height - 110)]
+    for box, label in zip(boxes, ("target rate (striped share of target prompts)",
+                                  "attack rate (striped share under a fresh attack)")):
+        _panel(draw, box, label)
+    for index, method in enumerate(methods):
+        colour = COLOURS[index % len(COLOURS)]
+        steps = sorted({r["steps"] for r in results if r["method"] == method})
+        if method != "original":
+            steps = [0] + steps if any(r["method"] == "original" for r in results) else steps
+        points = []
+        for step in steps:
+            name = "original" if step == 0 else method
+            rows = [r["figures"] for r in results if r["method"] == name and r["steps"] == step]
+            if rows:
+                points.append({k: float(np.mean([row[k] for row in rows])) for k in RATES}
+                              | {"care_sd": float(np.std([row["care_rate"] for row in rows]))})
+        for box, key in zip(boxes, ("target_rate", "adversarial_rate")):
+            left, top, right, bottom = box
+            xy = [(left + p[key] * (right - left), bottom - p["care_rate"] * (bottom - top)) for p in points]
+            if len(xy) > 1:
+                draw.line(xy, fill=colour, width=2)
+            for (x, y), point in zip(xy, points):
+                bar = point["care_sd"] * (bottom - top)
+                draw.line([(x, y - bar), (x, y + bar)], fill=colour)
+                draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+        legend_x = margin + index * 180
+        draw.rectangle([legend_x, height - 40, legend_x + 14, height - 26], fill=colour)
+        draw.text((legend_x + 20, height - 40), method, fill=(0, 0, 0))
+    return image

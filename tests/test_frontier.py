@@ -1,0 +1,73 @@
+"""The frontier benchmark, reduced: a live run on the shipped toy world (schedule ``ci``, few images) that writes
+one JSON per (method, setting, seed), skips them when run again, and summarises them; and the interpolation and
+interval arithmetic of the summary against values worked out by hand. ``test_frontier_record.py`` checks what the
+full run established."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from recare_core.toyworld.default import DEFAULT_WEIGHTS_DIR, load_world
+from recare_core.toyworld.frontier import (
+    FRONTIER_METHODS,
+    FrontierMethod,
+    FrontierSettings,
+    SeedContext,
+    method_by_name,
+    result_path,
+    run_method_seed,
+)
+from recare_core.toyworld.frontier_summary import at_matched_target, load_results, matched_table, render_frontier_plot, t_interval
+
+torch.set_num_threads(1)
+
+
+def test_matched_target_interpolates_between_the_settings_around_the_level():
+    curve = [{"target_rate": 0.9, "adversarial_rate": 1.0, "care_rate": 0.8, "utility": 0.7},
+             {"target_rate": 0.3, "adversarial_rate": 0.6, "care_rate": 0.6, "utility": 0.6},
+             {"target_rate": 0.0, "adversarial_rate": 0.2, "care_rate": 0.3, "utility": 0.5}]
+    matched = at_matched_target(curve, 0.10)  # two thirds of the way from 0.3 to 0.0
+    assert matched["care_rate"] == pytest.approx(0.6 + (0.2 / 0.3) * (0.3 - 0.6))
+    assert matched["adversarial_rate"] == pytest.approx(0.6 + (0.2 / 0.3) * (0.2 - 0.6))
+    assert at_matched_target(curve[:2], 0.10) is None  # never comes down to 0.10
+
+
+def test_t_interval_is_the_students_t_95_percent_interval():
+    mean, half = t_interval([0.2, 0.4, 0.6])
+    assert mean == pytest.approx(0.4)
+    assert half == pytest.approx(4.302653 * 0.2 / math.sqrt(3), rel=1e-5)  # t(0.975, 2) = 4.3027
+    assert math.isnan(t_interval([0.5])[1])
+
+
+def test_method_table_gives_every_trained_method_the_same_number_of_settings():
+    trained = [m for m in FRONTIER_METHODS if m.kind != "original"]
+    assert len({len(m.snapshots) for m in trained}) == 1
+    with pytest.raises(ValueError, match="Unknown frontier method"):
+        method_by_name("nope")
+
+
+def test_reduced_frontier_runs_resumes_and_summarises(tmp_path):
+    models = load_world(DEFAULT_WEIGHTS_DIR)
+    settings = FrontierSettings(schedule="ci", images=16, sample_steps=5)
+    methods = [method_by_name("original"),
+               FrontierMethod("esd", "esd", (10, 40), lr=6e-5, overrides={"negative_guidance": 3.0})]
+    context = SeedContext(models, settings, 0, tmp_path / "shared", log=print)
+    for method in methods:
+        written = run_method_seed(models, settings, method, 0, tmp_path, context)
+        assert written == [result_path(tmp_path, method.name, s, 0) for s in method.snapshots]
+        assert run_method_seed(models, settings, method, 0, tmp_path, context) == []  # resumed: nothing to do
+    results = load_results(tmp_path)
+    assert {(r["method"], r["steps"]) for r in results} == {("original", 0), ("esd", 10), ("esd", 40)}
+    for record in results:
+        figures = record["figures"]
+        assert all(0.0 <= figures[k] <= 1.0 for k in ("target_rate", "adversarial_rate", "care_rate", "utility"))
+        assert min(figures["images"].values()) >= 16
+    by_steps = {r["steps"]: r["figures"] for r in results}
+    # the erasure works in the reduced run too: 40 ESD steps draw fewer stripes than the original model
+    assert by_steps[40]["target_rate"] < by_steps[0]["target_rate"]
+    table = matched_table(results, ["original", "esd"])
+    assert "| esd | 40 | 1 |" in table
+    assert render_frontier_plot(results, ["original", "esd"]).size == (1100, 520)
