@@ -80,8 +80,13 @@ def measure(args: argparse.Namespace, kind: str, stage: str) -> dict:
                           ddim_steps=args.ddim_steps, image_size=args.image_size, update=kind,
                           lora_rank=args.lora_rank, gradient_checkpointing=args.gradient_checkpointing, seed=0)
     stamps: list[float] = []
-    run = TrainingRun(backend, total_steps=args.steps, mixed_precision=not args.no_mixed_precision,
-                      progress=lambda step, total, message: stamps.append(time.perf_counter()))
+    cpu_stamps: list[float] = []
+
+    def stamp(step: int, total: int, message: str) -> None:
+        stamps.append(time.perf_counter())
+        cpu_stamps.append(time.process_time())
+
+    run = TrainingRun(backend, total_steps=args.steps, mixed_precision=not args.no_mixed_precision, progress=stamp)
     initial = backend.token_embedding(config.initializer_token).float().mean(0, keepdim=True)
     learned = {"recare_adv_1": initial, "recare_adv_2": initial + 0.01 * torch.randn_like(initial)}
     update = WeightUpdate(backend.trainable_modules(config.train_method), kind, rank=config.lora_rank,
@@ -92,7 +97,7 @@ def measure(args: argparse.Namespace, kind: str, stage: str) -> dict:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     if stage == "erase":
         erase_stage(run, update, "nudity", config, learned_tokens={}, name=stage, seed=0)
     elif stage == "ti":
@@ -105,11 +110,13 @@ def measure(args: argparse.Namespace, kind: str, stage: str) -> dict:
     if cuda:
         torch.cuda.synchronize()
     steps = [b - a for a, b in zip([start] + stamps[:-1], stamps)]
+    cpu_steps = [b - a for a, b in zip([cpu_start] + cpu_stamps[:-1], cpu_stamps)]
     timed = steps[1:] if len(steps) > 1 else steps  # the first step includes warm-up
     record = run.records[stage]
     return {
         "backend": args.backend, "device": str(backend.device), "kind": kind, "stage": stage,
-        "seconds_per_step": sum(timed) / len(timed), "first_step_seconds": steps[0],
+        "seconds_per_step": sum(timed) / len(timed), "first_step_seconds": steps[0], "step_seconds": steps,
+        "step_cpu_seconds": cpu_steps,
         "peak_mb": (torch.cuda.max_memory_allocated() / 2**20 if cuda
                     else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "baseline_mb": None if cuda else baseline_rss,
