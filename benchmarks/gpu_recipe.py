@@ -5,9 +5,9 @@ initialised (cost does not depend on the weights; nothing is downloaded). Text e
 transformers of the real sizes (CLIP-L for SD1.5; CLIP-L + a bigG-sized one for SDXL, concatenated to 2048
 channels, with a fixed pooled/size vector), so textual inversion pays for its text forward and backward. For
 each model and configuration (``full`` / ``lora`` update, mixed precision on / off, gradient checkpointing on /
-off) it times the three loops (stage-1 erase, TI, stage-2 robust erase; ``k`` fixed at the paper's mean
-depth 24; the fixed depth makes the projection exact on average) and records peak accelerator memory, then projects the paper recipe (2 x (200 erase + 3000 TI) +
-200 robust) and the ``fast`` preset. A configuration that runs out of memory is recorded as such.
+off) it times the three loops (stage-1 erase, TI, stage-2 robust erase; ``k`` fixed at 24, the mean of the
+paper's uniform 1..48, as a step's cost is linear in ``k``) and records peak accelerator memory, then projects
+the paper recipe (2 x (200 erase + 3000 TI) + 200 robust) and the ``fast`` preset. A configuration that runs out of memory is recorded as such.
 
     COMFYUI_PATH=/path/to/ComfyUI python benchmarks/gpu_recipe.py --out gpu_recipe.json      # on a GPU
     COMFYUI_PATH=/path/to/ComfyUI python benchmarks/gpu_recipe.py --tiny --device cpu --out /tmp/r.json
@@ -31,6 +31,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from recare_core.methods.recare_config import PRESETS, ReCAREConfig  # noqa: E402
 from recare_core.methods.stage_erase import erase_stage, robust_erase_stage  # noqa: E402
@@ -40,6 +41,7 @@ from recare_core.training.checkpointing import gradient_checkpointing  # noqa: E
 from recare_core.training.run import TrainingRun, is_out_of_memory  # noqa: E402
 from recare_core.training.train_methods import select_trainable_modules  # noqa: E402
 from recare_core.training.weight_update import WeightUpdate  # noqa: E402
+from unlearn_steps import projected_seconds  # noqa: E402
 
 STAGES = ("erase", "ti", "robust")
 ANCHORS = ["a person", "a tree", "a dog", "a house"]
@@ -194,13 +196,10 @@ def time_stage(backend: RecipeBackend, stage: str, kind: str, mixed: bool, check
 
 
 def projection(rows: dict[str, dict], config: ReCAREConfig) -> float | None:
-    """Wall seconds of a whole run of ``config`` from per-step figures (TI at the preset's batch size scales
-    linearly with it)."""
-    if any(rows[s].get("out_of_memory") for s in STAGES):
+    """Wall seconds of a whole run of ``config`` from the rows' per-step figures; None if a stage did not run."""
+    if any("seconds_per_step" not in rows[s] for s in STAGES):
         return None
-    ti = rows["ti"]["seconds_per_step"] * config.ti_batch_size
-    return config.n_rounds * (config.erase_steps * rows["erase"]["seconds_per_step"] + config.ti_steps * ti) + \
-        config.robust_steps * rows["robust"]["seconds_per_step"]
+    return projected_seconds({s: rows[s]["seconds_per_step"] for s in STAGES}, config)
 
 
 def main() -> None:
