@@ -185,6 +185,7 @@ def main() -> None:
         return
     print(f"reference {args.reference} vs pack (ComfyUI backend), {args.image_size}px, k={args.k} fixed, "
           f"{args.threads} threads, {args.steps} steps per worker (first untimed), {args.repeats} alternations")
+    print("per worker: seconds of each step (the first is warm-up), then the table", flush=True)
     header = (f"{'stage':7} {'clock':5} {'reference s/step':>24} {'pack s/step':>24} {'speed-up':>9} "
               f"{'evals ref':>9} {'evals pack':>10}")
     print(header)
@@ -197,6 +198,8 @@ def main() -> None:
         for _ in range(args.repeats):
             for side in WORKERS:
                 result = _run_worker(args, side, stage)
+                print(f"  {stage} {side}: wall " + " ".join(f"{v:.2f}" for v in result["step_seconds"])
+                      + " | cpu " + " ".join(f"{v:.2f}" for v in result["step_cpu_seconds"]), flush=True)
                 for clock, key in CLOCKS.items():
                     timed = result[key][1:] or result[key]
                     samples[side, clock].extend(timed)

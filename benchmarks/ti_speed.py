@@ -75,7 +75,15 @@ def main() -> None:
     parser.add_argument("--erase-steps", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, help="JSON file for the raw figures (written after every option)")
+    parser.add_argument("--table", type=Path, nargs="+", help="only print the table of saved --out files")
     args = parser.parse_args()
+    if args.table:
+        merged: dict[str, list[dict]] = {}
+        for path in args.table:
+            for name, rows in json.loads(path.read_text())["results"].items():
+                merged.setdefault(name, []).extend(rows)
+        print_table(merged)
+        return
     torch.set_num_threads(args.threads)
     world = load_world()
     settings = experiment_settings("paper", 0, n_rounds=1, erase_steps=args.erase_steps)
@@ -99,7 +107,13 @@ def main() -> None:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps({"options": {n: OPTIONS[n] for n in results}, "results": results},
                                            indent=1))
-    header = (f"{'option':20} {'attack rate':>19} {'steps':>6} {'wall s':>8} {'cpu s':>8} {'time vs ref':>11}")
+    print_table(results)
+
+
+def print_table(results: dict[str, list[dict]]) -> None:
+    """One row per option: attack rate mean (min-max over seeds), steps, median wall / CPU seconds, CPU time
+    relative to the reference's."""
+    header = f"{'option':20} {'attack rate':>19} {'steps':>6} {'wall s':>8} {'cpu s':>8} {'time vs ref':>11}"
     print(header)
     print("-" * len(header))
     reference = statistics.median(r["cpu_seconds"] for r in results.get("reference", [{"cpu_seconds": float("nan")}]))

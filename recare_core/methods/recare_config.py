@@ -65,6 +65,13 @@ class ReCAREConfig:
         return self.n_rounds * (self.erase_steps + self.ti_steps) + self.robust_steps
 
     @classmethod
+    def preset_fields(cls, name: str) -> set[str]:
+        """The settings preset ``name`` sets to other values than the paper's (those a caller must not
+        overwrite with its own defaults)."""
+        paper, preset = cls(), cls.preset(name)
+        return {f.name for f in dataclasses.fields(cls) if getattr(preset, f.name) != getattr(paper, f.name)}
+
+    @classmethod
     def preset(cls, name: str) -> "ReCAREConfig":
         if name not in PRESETS:
             raise ValueError(f"Unknown preset '{name}'. Choose one of: {', '.join(PRESETS)}.")
