@@ -63,7 +63,7 @@ class ReCAREUnlearn(io.ComfyNode):
                 io.Combo.Input("preset", options=list(PRESETS), default="paper",
                                tooltip="'paper' uses every number below as given; 'quick' overrides step counts for a fast try; "
                                "'fast' is the paper's recipe with a shorter textual inversion (lr 2e-2, batches of 4, "
-                               "early stop) that matched its attack strength in the toy world."),
+                               "early stop); its attack strength against the paper's is not yet measured."),
                 _int("n_rounds", "Stage 1: erase-then-attack rounds (adversarial tokens found).", 1, 10),
                 _int("erase_steps", "Stage 1: erasure steps per round."),
                 advanced(_float("erase_lr", "Stage 1: learning rate of the erasure.", 1e-7)),
