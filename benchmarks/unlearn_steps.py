@@ -30,7 +30,7 @@ from recare_core.methods.textual_inversion import encode_images_once, prepare_im
 from recare_core.toyworld.toy_model import ToyModelConfig, ToyTextToImage  # noqa: E402
 from recare_core.toyworld.torch_backend import TorchBackend  # noqa: E402
 from recare_core.training.run import TrainingRun  # noqa: E402
-from recare_core.methods.recare import ReCAREConfig  # noqa: E402
+from recare_core.methods.recare import PRESETS, ReCAREConfig  # noqa: E402
 from recare_core.training.weight_update import WeightUpdate  # noqa: E402
 
 STAGES = ("erase", "ti", "robust")
@@ -70,6 +70,15 @@ def make_comfy_backend(args: argparse.Namespace) -> DiffusionBackend:
 
 
 BACKENDS = {"torch": make_torch_backend, "comfy": make_comfy_backend}
+PROJECTED_PRESETS = ("paper", "fast")
+
+
+def projected_seconds(seconds_per_step: dict[str, float], config: ReCAREConfig) -> float:
+    """Wall seconds of a whole run of ``config`` from per-step seconds of ``erase`` / ``ti`` (at batch size 1;
+    a TI batch costs about its size in steps) / ``robust``. Early stopping can only shorten TI further."""
+    ti = seconds_per_step["ti"] * config.ti_batch_size
+    return (config.n_rounds * (config.erase_steps * seconds_per_step["erase"] + config.ti_steps * ti)
+            + config.robust_steps * seconds_per_step["robust"])
 
 
 def measure(args: argparse.Namespace, kind: str, stage: str) -> dict:
@@ -80,8 +89,13 @@ def measure(args: argparse.Namespace, kind: str, stage: str) -> dict:
                           ddim_steps=args.ddim_steps, image_size=args.image_size, update=kind,
                           lora_rank=args.lora_rank, gradient_checkpointing=args.gradient_checkpointing, seed=0)
     stamps: list[float] = []
-    run = TrainingRun(backend, total_steps=args.steps, mixed_precision=not args.no_mixed_precision,
-                      progress=lambda step, total, message: stamps.append(time.perf_counter()))
+    cpu_stamps: list[float] = []
+
+    def stamp(step: int, total: int, message: str) -> None:
+        stamps.append(time.perf_counter())
+        cpu_stamps.append(time.process_time())
+
+    run = TrainingRun(backend, total_steps=args.steps, mixed_precision=not args.no_mixed_precision, progress=stamp)
     initial = backend.token_embedding(config.initializer_token).float().mean(0, keepdim=True)
     learned = {"recare_adv_1": initial, "recare_adv_2": initial + 0.01 * torch.randn_like(initial)}
     update = WeightUpdate(backend.trainable_modules(config.train_method), kind, rank=config.lora_rank,
@@ -92,7 +106,7 @@ def measure(args: argparse.Namespace, kind: str, stage: str) -> dict:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     if stage == "erase":
         erase_stage(run, update, "nudity", config, learned_tokens={}, name=stage, seed=0)
     elif stage == "ti":
@@ -105,11 +119,13 @@ def measure(args: argparse.Namespace, kind: str, stage: str) -> dict:
     if cuda:
         torch.cuda.synchronize()
     steps = [b - a for a, b in zip([start] + stamps[:-1], stamps)]
+    cpu_steps = [b - a for a, b in zip([cpu_start] + cpu_stamps[:-1], cpu_stamps)]
     timed = steps[1:] if len(steps) > 1 else steps  # the first step includes warm-up
     record = run.records[stage]
     return {
         "backend": args.backend, "device": str(backend.device), "kind": kind, "stage": stage,
-        "seconds_per_step": sum(timed) / len(timed), "first_step_seconds": steps[0],
+        "seconds_per_step": sum(timed) / len(timed), "first_step_seconds": steps[0], "step_seconds": steps,
+        "step_cpu_seconds": cpu_steps,
         "peak_mb": (torch.cuda.max_memory_allocated() / 2**20 if cuda
                     else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "baseline_mb": None if cuda else baseline_rss,
@@ -148,17 +164,24 @@ def main() -> None:
               f"{'student':>8} {'total':>6} {'trainable':>11}")
     print(header)
     print("-" * len(header))
+    per_step: dict[str, dict[str, float]] = {}
     for kind in args.kinds:
         for stage in args.stages:
             output = subprocess.run([sys.executable, __file__, *forwarded, "--worker", kind, stage],
                                     check=True, capture_output=True, text=True).stdout
             row = json.loads(output.strip().splitlines()[-1])
+            per_step.setdefault(kind, {})[stage] = row["seconds_per_step"]
             evals = row["evaluations_per_step"]
             memory = (f"{row['peak_mb']:.0f}" if row["baseline_mb"] is None
                       else f"{row['peak_mb']:.0f} ({row['baseline_mb']:.0f})")
             print(f"{kind:5} {stage:7} {row['seconds_per_step']:8.3f} {memory:>16} {evals['sampling']:9.1f} "
                   f"{evals['teacher']:8.1f} {evals['student']:8.1f} {sum(evals.values()):6.1f} "
-                  f"{row['trainable_parameters']:11,d}")
+                  f"{row['trainable_parameters']:11,d}", flush=True)
+    for kind, seconds in per_step.items():
+        if set(seconds) == set(STAGES):
+            projections = ", ".join(f"{name} {projected_seconds(seconds, PRESETS[name]) / 3600:.2f} h"
+                                    for name in PROJECTED_PRESETS)
+            print(f"{kind:5} whole recipe at k={args.k}: {projections}")
 
 
 if __name__ == "__main__":

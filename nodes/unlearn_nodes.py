@@ -118,7 +118,9 @@ class ReCAREUnlearn(io.ComfyNode):
                 _concept_input(),
                 *config_inputs(ReCAREConfig(), ("initializer_token", "concept_type")),
                 io.Combo.Input("preset", options=list(PRESETS), default="paper",
-                               tooltip="'paper' uses every number below as given; 'quick' overrides step counts for a fast try."),
+                               tooltip="'paper' uses every number below as given; 'quick' overrides step counts for a fast try; "
+                               "'fast' is the paper's recipe with a shorter textual inversion (lr 2e-2, batches of 4, "
+                               "early stop); its attack strength against the paper's is not yet measured."),
                 *config_inputs(ReCAREConfig(), RECARE_FIELDS),
                 io.String.Input("embedding_name", default="recare_adv", tooltip="The learned adversarial tokens are saved to "
                                 "models/embeddings as <name>_<i> (use 'embedding:<name>_<i>' in a prompt to check the erased "
@@ -134,7 +136,7 @@ class ReCAREUnlearn(io.ComfyNode):
         check_choice(preset, PRESETS, "preset")
         embedding_base = _embedding_base(embedding_name)
         if preset != "paper":
-            values = {k: v for k, v in values.items() if k not in ReCAREConfig.PRESET_FIELDS}
+            values = {k: v for k, v in values.items() if k not in ReCAREConfig.preset_fields(preset)}
         config = config_from_values(ReCAREConfig.preset(preset), values)
         if target_images is None or target_images.shape[0] == 0:
             raise ValueError("target_images is empty: generate some images of the concept to erase first.")

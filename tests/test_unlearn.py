@@ -295,4 +295,4 @@ def test_presets():
     assert quick.total_steps < paper.total_steps
     assert all(getattr(quick, f) != getattr(paper, f) for f in ReCAREConfig.PRESET_FIELDS)
     with pytest.raises(ValueError, match="Unknown preset"):
-        ReCAREConfig.preset("fast")
+        ReCAREConfig.preset("no-such-preset")

@@ -24,6 +24,10 @@ class ReCAREConfig:
     negative_guidance: float = 2.0
     ti_steps: int = 3000
     ti_lr: float = 5e-3
+    ti_batch_size: int = 1  # examples per TI step (the reference: 1)
+    ti_patience: int = 0  # >0: stop TI once a held-out loss has not improved for this many checks (0: off)
+    ti_check_every: int = 50  # steps between held-out checks (with ti_patience)
+    ti_check_examples: int = 16  # size of the fixed held-out set of TI examples
     # Stage 2: robust erase for CARE, from the original weights.
     robust_steps: int = 200
     robust_lr: float = 2e-5
@@ -39,6 +43,7 @@ class ReCAREConfig:
     ddim_steps: int = 50
     sampling_cfg: float = 3.0
     fixed_k: int | None = None  # None: k uniform in 1..ddim_steps-2 as the reference; an int fixes the depth
+    sampling_reuse: int = 1  # >1: one partial-sampling trajectory serves this many erase steps (measured option)
     timestep_mapping: str = "reference"  # "exact": evaluate at the timestep the sampler actually reached
     guidance_eta: float = 1.0  # APG weight of the parallel component
     # Which layers, and how the update is held.
@@ -87,6 +92,13 @@ class ReCAREConfig:
         return self.anchor_weight
 
     @classmethod
+    def preset_fields(cls, name: str) -> set[str]:
+        """The settings preset ``name`` sets to other values than the paper's (those a caller must not
+        overwrite with its own defaults)."""
+        paper, preset = cls(), cls.preset(name)
+        return {f.name for f in dataclasses.fields(cls) if getattr(preset, f.name) != getattr(paper, f.name)}
+
+    @classmethod
     def preset(cls, name: str) -> "ReCAREConfig":
         if name not in PRESETS:
             raise ValueError(f"Unknown preset '{name}'. Choose one of: {', '.join(PRESETS)}.")
@@ -109,6 +121,11 @@ class ReCAREConfig:
             value = getattr(self, name)
             if value is not None and not 0 <= value < float("inf"):
                 raise ValueError(f"{name} must be 0 or more, got {value}.")
+        for name in ("ti_batch_size", "ti_check_every", "ti_check_examples", "sampling_reuse"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if self.ti_patience < 0:
+            raise ValueError(f"ti_patience must be 0 (off) or more, got {self.ti_patience}.")
         if self.ddim_steps < 3:
             raise ValueError(f"ddim_steps must be at least 3 (training points use steps 1..ddim_steps-2), "
                              f"got {self.ddim_steps}.")
@@ -133,4 +150,8 @@ class ReCAREConfig:
 PRESETS: dict[str, ReCAREConfig] = {
     "paper": ReCAREConfig(),
     "quick": ReCAREConfig(erase_steps=50, ti_steps=400, robust_steps=100),
+    # The paper's recipe with a shorter textual inversion (larger rate, batches of 4, early stopping on a held-out
+    # loss). NOT yet validated against the reference's attack strength: benchmarks/ti_speed.py measures it in the
+    # toy world, and did not finish on the shared CPU of the session that added it (README, "Speed").
+    "fast": ReCAREConfig(ti_steps=300, ti_lr=2e-2, ti_batch_size=4, ti_patience=3, ti_check_every=25),
 }

@@ -51,17 +51,20 @@ def erase_stage(run: TrainingRun, update: WeightUpdate, concept: str, config: Re
     """Stage-1 erasure of ``concept`` for ``config.erase_steps`` steps; returns the losses.
 
     loss = MSE(student e(x_t | concept), e_c - (s - 1) * normalised update) with teacher (update off) e_c, e_u.
+    With ``config.sampling_reuse`` N > 1 one partial-sampling trajectory (and its target) serves N steps.
     """
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(update.parameters(), lr=config.erase_lr)
     uncond, cond = run.conditionings(["", concept], learned_tokens).split(1)
     with run.stage(name) as record:
         for step in range(config.erase_steps):
-            x_t, t = training_point(run, cond, uncond, config, generator)
-            with torch.no_grad(), update.enabled(False):
-                e_uncond, e_cond = run.predict("teacher", torch.cat([x_t, x_t]), t.repeat(2),
-                                               torch.cat([uncond, cond])).chunk(2)
-            target = normalized_negative_guidance(e_cond, e_uncond, config.negative_guidance, config.guidance_eta)
+            if step % config.sampling_reuse == 0:  # a reused x_t keeps its (frozen) teacher's target too
+                x_t, t = training_point(run, cond, uncond, config, generator)
+                with torch.no_grad(), update.enabled(False):
+                    e_uncond, e_cond = run.predict("teacher", torch.cat([x_t, x_t]), t.repeat(2),
+                                                   torch.cat([uncond, cond])).chunk(2)
+                target = normalized_negative_guidance(e_cond, e_uncond, config.negative_guidance,
+                                                      config.guidance_eta)
             student = run.predict("student", x_t, t, cond)
             loss = F.mse_loss(student, target)
             value = run.optimise(loss, optimizer, stage=name, step=step + 1, lr_name="erase_lr")
@@ -103,6 +106,8 @@ def robust_erase_stage(run: TrainingRun, update: WeightUpdate, erase_concepts: S
     the drawn erase concept's loss weight (1 for the concept, ``adversarial_weight`` for a learned token).
     Options: ``anchor_mixture`` (AGE, :mod:`.age`) replaces the drawn anchor and retain prompts by its adaptive
     mixture and ascends the retain loss; ``surgery`` (DoCo, :mod:`.doco`) replaces the plain optimiser step.
+    With ``config.sampling_reuse`` N > 1 one partial-sampling trajectory serves N steps (the teacher still sees
+    each step's prompts).
     """
     if not erase_concepts or not anchor_prompts or not retain_prompts:
         raise ValueError("Stage 2 needs at least one erase concept, one anchor prompt and one retain prompt.")
@@ -126,7 +131,8 @@ def robust_erase_stage(run: TrainingRun, update: WeightUpdate, erase_concepts: S
                 [erase_draw[step], anchor_draw[step], retain_draw[step]], learned_tokens).split(1)
             if anchor_mixture is not None:
                 anchor_cond, retain_cond = anchor_mixture.conditionings()
-            x_t, t = training_point(run, erase_cond, uncond, config, generator)
+            if step % config.sampling_reuse == 0:
+                x_t, t = training_point(run, erase_cond, uncond, config, generator)
             teacher_conds = torch.cat([uncond, run.conditionings(negatives, learned_tokens), anchor_cond, retain_cond])
             rows = teacher_conds.shape[0]
             with torch.no_grad(), update.enabled(False):

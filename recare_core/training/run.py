@@ -168,6 +168,13 @@ class TrainingRun:
             optimizer.step()
         return value
 
+    def skip_steps(self, count: int, message: str) -> None:
+        """Advance the progress bar over ``count`` steps a stage will not run (it stopped early)."""
+        self.global_step += count
+        if self.progress is not None:
+            self.progress(self.global_step, self.total_steps, message)
+        self.check_stop()
+
     def step_done(self, stage: str, losses: Mapping[str, float], message: str) -> None:
         """Log the step's losses (``{curve name: value}``), advance the progress bar, honour a stop request."""
         record = self.records[stage]
