@@ -49,7 +49,7 @@ class ReCAREUnlearn(io.ComfyNode):
                 "to save/apply/stack, and the loss curves. Defaults are the paper's; the 'quick' preset is for a try."
             ),
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model to erase the concept from (SD1.x)."),
+                io.Model.Input("model", tooltip="The diffusion model to erase the concept from: SD1.x, SD2.x or SDXL family (eps or v-prediction)."),
                 io.Clip.Input("clip", tooltip="The model's text encoder; textual inversion runs through it."),
                 io.Vae.Input("vae", tooltip="The model's VAE; encodes the target images for textual inversion."),
                 io.Image.Input("target_images", tooltip="Images of the concept to erase, generated with the original model "
@@ -79,7 +79,7 @@ class ReCAREUnlearn(io.ComfyNode):
                 io.Combo.Input("update", options=["full", "lora"], default=_DEFAULTS.update,
                                tooltip="'full': exact weight deltas (as the paper). 'lora': low-rank adapters, for 8-12 GB GPUs."),
                 advanced(_int("lora_rank", "Rank of the LoRA adapters when update is 'lora'.", 1, 1024)),
-                _int("image_size", "Training resolution in pixels (512 for SD1.5; lower saves memory).", 64, 2048),
+                _int("image_size", "Training resolution in pixels (512 for SD1.5 and SD2 512, 768 for SD2 768-v, 1024 for SDXL; lower saves memory).", 64, 2048),
                 advanced(io.Boolean.Input("gradient_checkpointing", default=False,
                                           tooltip="Trade compute for memory during training.")),
                 io.Int.Input("seed", default=_DEFAULTS.seed, min=0, max=2**31 - 1, tooltip="Seed for every random draw of the training."),
@@ -110,7 +110,7 @@ class ReCAREUnlearn(io.ComfyNode):
         progress = ComfyProgress(config.total_steps)
         with training_mode():
             backend.load()
-            make_weights_autograd_safe(backend.denoiser(), backend.text.clip_l.transformer)
+            make_weights_autograd_safe(backend.denoiser(), *backend.text.modules())
             try:
                 result = run_recare(
                     backend, target_images.clone(), care_set.anchor_prompts, care_set.retain_prompts,
@@ -120,7 +120,7 @@ class ReCAREUnlearn(io.ComfyNode):
                 # Hand the stop back to ComfyUI's executor, which reports it as an interrupted run.
                 comfy.model_management.throw_exception_if_processing_interrupted()
                 raise
-        saved_embeddings = _save_embeddings(result.learned_tokens, embedding_name)
+        saved_embeddings = _save_embeddings(backend, result.learned_tokens, embedding_name)
         erasure = Erasure(
             concept=erase_concept,
             increments=result.increments,
@@ -140,13 +140,14 @@ class ReCAREUnlearn(io.ComfyNode):
         return io.NodeOutput(erased_model, erasure, render_loss_curves(result.losses))
 
 
-def _save_embeddings(learned_tokens: dict[str, torch.Tensor], embedding_name: str) -> list[str]:
-    """Save each learned token as a textual-inversion embedding; returns the names to use in prompts."""
+def _save_embeddings(backend: ComfyBackend, learned_tokens: dict[str, torch.Tensor], embedding_name: str) -> list[str]:
+    """Save each learned token as a textual-inversion embedding in the model family's format (SDXL: ``clip_l`` and
+    ``clip_g``); returns the names to use in prompts."""
     base = re.sub(r"[^A-Za-z0-9_-]", "_", embedding_name.strip())
     if not base:
         return []
     directory = folder_paths.get_folder_paths("embeddings")[0]
-    return [save_textual_inversion_embedding(tensor, directory, f"{base}_{index}")
+    return [save_textual_inversion_embedding(backend.text.embedding_tensors(tensor), directory, f"{base}_{index}")
             for index, tensor in enumerate(learned_tokens.values())]
 
 

@@ -83,3 +83,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     """End the run with one loud line per test group that could not run (no ComfyUI, no browser, no NudeNet)."""
     for reason in sorted(_loud_skip_reasons(terminalreporter)):
         terminalreporter.write_sep("!", reason, red=True, bold=True)
+
+# SDXL-family and SD 2.x fixtures (tiny cached checkpoints; issue 15).
+from family_fixtures import family_server, sd2_checkpoint, sdxl_checkpoint  # noqa: E402,F401
