@@ -6,6 +6,7 @@ LoraLoaderModelOnly give the in-memory erasure's image exactly, and the learned 
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 
@@ -31,21 +32,25 @@ TINY_STEPS = {
     "ddim_steps": 4, "sampling_cfg": 3.0, "train_method": "noxattn", "update": "full", "lora_rank": 4,
     "image_size": 64, "gradient_checkpointing": False, "seed": 7,
 }
+CHECK_PROMPT = "a painting of a house"
+# One anchor and one retain prompt keep the (CPU-bound, fp16) text encodings of the run few; BuildCARESet runs on
+# the family's images in the same graph, its CARE-set previewed.
+CARE_SET = {"van_gogh_care_word": ["art"], "van_gogh_care_word_painting": ["A painting of a house"]}
 SAMPLER = {"seed": 9, "steps": 2, "cfg": 7.5, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}
 
 
 @pytest.fixture(scope="module")
 def server(family_server):
     save_tiny_care_clip(family_server.base_dir / "models" / "open_clip" / "tiny_care_clip", seed=0)
+    (family_server.base_dir / "input" / "family_careset.json").write_text(json.dumps(CARE_SET))
     return family_server
 
 
-def _sample(graph: dict, ids: tuple[str, str, str, str], model: list, prompt_text: str, prefix: str) -> None:
-    """Prompt -> KSampler (64 px, seed 9, 2 steps) on ``model`` -> VAEDecode -> SaveImage, node ids ``ids``."""
-    prompt, sampler, decode, save = ids
-    graph[prompt] = {"class_type": "CLIPTextEncode", "inputs": {"text": prompt_text, "clip": ["1", 1]}}
+def _sample(graph: dict, ids: tuple[str, str, str], model: list, prompt: list, prefix: str) -> None:
+    """KSampler (64 px, seed 9, 2 steps) on ``model`` with conditioning ``prompt`` -> VAEDecode -> SaveImage."""
+    sampler, decode, save = ids
     graph[sampler] = {"class_type": "KSampler", "inputs": {
-        "model": model, "positive": [prompt, 0], "negative": ["3", 0], "latent_image": ["4", 0], **SAMPLER}}
+        "model": model, "positive": prompt, "negative": ["3", 0], "latent_image": ["4", 0], **SAMPLER}}
     graph[decode] = {"class_type": "VAEDecode", "inputs": {"samples": [sampler, 0], "vae": ["1", 2]}}
     graph[save] = {"class_type": "SaveImage", "inputs": {"images": [decode, 0], "filename_prefix": prefix}}
 
@@ -53,6 +58,7 @@ def _sample(graph: dict, ids: tuple[str, str, str, str], model: list, prompt_tex
 def _base_graph(family: str) -> dict:
     return {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": FAMILY_CHECKPOINTS[family]}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": CHECK_PROMPT, "clip": ["1", 1]}},
         "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
         "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
     }
@@ -73,8 +79,10 @@ def _unlearn_graph(family: str, prefix: str) -> dict:
             "images": ["8", 0], "care_clip": ["10", 0], "reference_word": "van gogh", "concept_type": "style",
             "top_k_per_image": 20, "top_n_tokens": 20, "n_clusters": 2, "k_each_side": 0, "alpha": 0.01,
             "min_cluster_size": 1, "seed": 1, "word_hygiene": True}},
+        "17": {"class_type": "PreviewAny", "inputs": {"source": ["11", 1]}},
+        "18": {"class_type": "LoadCARESet", "inputs": {"file": "family_careset.json"}},
         "12": {"class_type": "ReCAREUnlearn", "inputs": {
-            "model": ["1", 0], "clip": ["1", 1], "vae": ["1", 2], "target_images": ["8", 0], "care_set": ["11", 0],
+            "model": ["1", 0], "clip": ["1", 1], "vae": ["1", 2], "target_images": ["8", 0], "care_set": ["18", 0],
             "erase_concept": "van gogh", "initializer_token": "art", "concept_type": "style", "preset": "paper",
             "embedding_name": prefix, **TINY_STEPS}},
         "13": {"class_type": "SaveErasure", "inputs": {"erasure": ["12", 1], "filename_prefix": f"recare/{prefix}"}},
@@ -84,7 +92,7 @@ def _unlearn_graph(family: str, prefix: str) -> dict:
         "16": {"class_type": "CheckpointSave", "inputs": {"model": ["12", 0], "clip": ["1", 1], "vae": ["1", 2],
                                                           "filename_prefix": f"checkpoints/{prefix}_baked"}},
     })
-    _sample(graph, ("20", "21", "22", "23"), ["12", 0], "a painting of a house", f"{prefix}_erased")
+    _sample(graph, ("21", "22", "23"), ["12", 0], ["2", 0], f"{prefix}_erased")
     graph["24"] = {"class_type": "CAREScore", "inputs": {
         "images": ["22", 0], "care_clip": ["10", 0], "care_concept": "house", "labels": "house, tree, van gogh",
         "use_template": True, "erase_concept": "van gogh"}}
@@ -99,11 +107,12 @@ def _reload_graph(family: str, prefix: str, erasure_name: str) -> dict:
                                                                "strength": 1.0}}
     graph["32"] = {"class_type": "LoraLoaderModelOnly", "inputs": {
         "model": ["1", 0], "lora_name": f"recare/{erasure_name}", "strength_model": 1.0}}
-    _sample(graph, ("40", "41", "42", "43"), ["31", 0], "a painting of a house", f"{prefix}_reapplied")
-    _sample(graph, ("50", "51", "52", "53"), ["32", 0], "a painting of a house", f"{prefix}_lora_loader")
-    _sample(graph, ("60", "61", "62", "63"), ["1", 0], "a painting of a house", f"{prefix}_original")
-    _sample(graph, ("70", "71", "72", "73"), ["31", 0], f"a painting in the style of embedding:{prefix}_0",
-            f"{prefix}_probe")
+    graph["33"] = {"class_type": "CLIPTextEncode", "inputs": {
+        "text": f"a painting in the style of embedding:{prefix}_0", "clip": ["1", 1]}}
+    _sample(graph, ("41", "42", "43"), ["31", 0], ["2", 0], f"{prefix}_reapplied")
+    _sample(graph, ("51", "52", "53"), ["32", 0], ["2", 0], f"{prefix}_lora_loader")
+    _sample(graph, ("61", "62", "63"), ["1", 0], ["2", 0], f"{prefix}_original")
+    _sample(graph, ("71", "72", "73"), ["31", 0], ["33", 0], f"{prefix}_probe")
     return graph
 
 
@@ -125,6 +134,7 @@ def test_unlearn_save_reload_apply_lora_loader_and_bake(server, family):
     assert any(key.endswith(".lora_down.weight") or ".lora" in key
                for key in safe_open(str(compressed), "pt").keys())
     assert "CARE score" in "\n".join(entry["outputs"]["25"]["text"])
+    assert "CARE" in "\n".join(entry["outputs"]["17"]["text"])  # BuildCARESet's report on the family's images
     embedding = server.base_dir / "models" / "embeddings" / f"{prefix}_0.safetensors"
     with safe_open(str(embedding), "pt") as file:
         shapes = {key: tuple(file.get_tensor(key).shape) for key in file.keys()}
