@@ -208,24 +208,6 @@ class Graph:
         return {"scale": scale, "offset": [round(-left, 1), round(-top, 1)]}
 
 
-def _target_images(g: Graph, x: float, y: float, model_out: Node, title: str) -> tuple[Node, list[Node]]:
-    """Prompt -> EmptyLatentImage (500) -> RebatchLatents -> KSampler -> VAEDecode -> RebatchImages (one batch)."""
-    positive = g.add("CLIPTextEncode", (x, y), title="Target prompt", size=(400, 160), text=TARGET_PROMPT,
-                     clip=model_out["CLIP"])
-    negative = g.add("CLIPTextEncode", (x, y + 200), title="Negative prompt (empty, as the paper)",
-                     size=(400, 160), text="", clip=model_out["CLIP"])
-    latent = g.add("EmptyLatentImage", (x, y + 400), width=IMAGE_SIZE, height=IMAGE_SIZE,
-                   batch_size=TARGET_IMAGES)
-    chunks = g.add("RebatchLatents", (x + 440, y + 400), title="Sample in chunks (GPU memory)",
-                   latents=latent["LATENT"], batch_size=CHUNK)
-    sampler = g.add("KSampler", (x + 440, y), model=model_out["MODEL"], positive=positive["CONDITIONING"],
-                    negative=negative["CONDITIONING"], latent_image=chunks["LATENT"], **SAMPLING)
-    decode = g.add("VAEDecode", (x + 820, y), samples=sampler["LATENT"], vae=model_out["VAE"])
-    batch = g.add("RebatchImages", (x + 820, y + 120), title=title, images=decode["IMAGE"],
-                  batch_size=TARGET_IMAGES)
-    return batch, [positive, negative, latent, chunks, sampler, decode, batch]
-
-
 SMALL_GPU_IMAGES = (
     "Quick try / small GPU: lower EmptyLatentImage batch_size (500 -> 20-50) and the last RebatchImages "
     "batch_size to the same number, RebatchLatents batch_size (10 -> 1-4) if sampling runs out of memory, "
@@ -233,25 +215,28 @@ SMALL_GPU_IMAGES = (
 )
 
 
-def _target_images(g: Graph, x: float, y: float, ckpt: Node) -> tuple[Node, list[Node]]:
-    """Prompt -> EmptyLatentImage (500) -> RebatchLatents (chunks) -> KSampler -> VAEDecode -> RebatchImages.
+def _target_images(g: Graph, x: float, y: float, ckpt: Node, prompt: str = TARGET_PROMPT, size: int = IMAGE_SIZE,
+                   count: int = TARGET_IMAGES, chunk: int = CHUNK, sampling: dict[str, Any] = SAMPLING,
+                   titles: tuple[str, str] = ("Target prompt", "Negative prompt (empty, as the paper)")
+                   ) -> tuple[Node, list[Node]]:
+    """Prompt -> EmptyLatentImage (``count``) -> RebatchLatents (chunks) -> KSampler -> VAEDecode -> RebatchImages.
 
-    KSampler and VAEDecode run once per chunk; RebatchImages joins the chunks into one batch again."""
-    positive = g.add("CLIPTextEncode", (x, y), title="Target prompt", text=TARGET_PROMPT, clip=ckpt["CLIP"])
-    negative = g.add("CLIPTextEncode", (x, g.below(positive)), title="Negative prompt (empty, as the paper)",
-                     text="", clip=ckpt["CLIP"])
+    KSampler and VAEDecode run once per chunk; RebatchImages joins the chunks into one batch again. Returns the
+    joined images and the nodes made (checkpoint, positive, negative, ...)."""
+    positive = g.add("CLIPTextEncode", (x, y), title=titles[0], text=prompt, clip=ckpt["CLIP"])
+    negative = g.add("CLIPTextEncode", (x, g.below(positive)), title=titles[1], text="", clip=ckpt["CLIP"])
     x2 = g.right_of(positive)
-    latent = g.add("EmptyLatentImage", (x2, y), title="How many target images", width=IMAGE_SIZE,
-                   height=IMAGE_SIZE, batch_size=TARGET_IMAGES)
+    latent = g.add("EmptyLatentImage", (x2, y), title="How many target images", width=size, height=size,
+                   batch_size=count)
     chunks = g.add("RebatchLatents", (x2, g.below(latent)), title="Sample in chunks (GPU memory)",
-                   latents=latent["LATENT"], batch_size=CHUNK)
+                   latents=latent["LATENT"], batch_size=chunk)
     x3 = g.right_of(latent)
     sampler = g.add("KSampler", (x3, y), model=ckpt["MODEL"], positive=positive["CONDITIONING"],
-                    negative=negative["CONDITIONING"], latent_image=chunks["LATENT"], **SAMPLING)
+                    negative=negative["CONDITIONING"], latent_image=chunks["LATENT"], **sampling)
     x4 = g.right_of(sampler)
     decode = g.add("VAEDecode", (x4, y), samples=sampler["LATENT"], vae=ckpt["VAE"])
     batch = g.add("RebatchImages", (x4, g.below(decode)), title="Join the chunks into one batch",
-                  images=decode["IMAGE"], batch_size=TARGET_IMAGES)
+                  images=decode["IMAGE"], batch_size=count)
     return batch, [ckpt, positive, negative, latent, chunks, sampler, decode, batch]
 
 
@@ -436,25 +421,12 @@ def sdxl_style_workflow(info: dict[str, Any]) -> dict[str, Any]:
         "30 -> 20. Workflows 3 and 4 work unchanged on SDXL: pick this checkpoint and erasure there."))
     y = g.below(note, gap=120)
     ckpt = g.add("CheckpointLoaderSimple", (0, y), ckpt_name=SDXL_CHECKPOINT)
-    x = g.right_of(ckpt)
-    positive = g.add("CLIPTextEncode", (x, y), title="Target prompt (the style)", text=SDXL_TARGET_PROMPT,
-                     clip=ckpt["CLIP"])
-    negative = g.add("CLIPTextEncode", (x, g.below(positive)), title="Negative prompt (empty)", text="",
-                     clip=ckpt["CLIP"])
-    x2 = g.right_of(positive)
-    latent = g.add("EmptyLatentImage", (x2, y), title="How many target images", width=SDXL_IMAGE_SIZE,
-                   height=SDXL_IMAGE_SIZE, batch_size=SDXL_TARGET_IMAGES)
-    chunks = g.add("RebatchLatents", (x2, g.below(latent)), title="Sample in chunks (GPU memory)",
-                   latents=latent["LATENT"], batch_size=SDXL_CHUNK)
-    x3 = g.right_of(latent)
-    sampler = g.add("KSampler", (x3, y), model=ckpt["MODEL"], positive=positive["CONDITIONING"],
-                    negative=negative["CONDITIONING"], latent_image=chunks["LATENT"], **SDXL_SAMPLING)
-    x4 = g.right_of(sampler)
-    decode = g.add("VAEDecode", (x4, y), samples=sampler["LATENT"], vae=ckpt["VAE"])
-    images = g.add("RebatchImages", (x4, g.below(decode)), title="Join the chunks into one batch",
-                   images=decode["IMAGE"], batch_size=SDXL_TARGET_IMAGES)
-    g.group("Images of the style to erase, made by the original model",
-            [ckpt, positive, negative, latent, chunks, sampler, decode, images])
+    images, generation = _target_images(g, g.right_of(ckpt), y, ckpt, prompt=SDXL_TARGET_PROMPT,
+                                        size=SDXL_IMAGE_SIZE, count=SDXL_TARGET_IMAGES, chunk=SDXL_CHUNK,
+                                        sampling=SDXL_SAMPLING,
+                                        titles=("Target prompt (the style)", "Negative prompt (empty)"))
+    negative = generation[2]
+    g.group("Images of the style to erase, made by the original model", generation)
     x5 = g.right_of(images, gap=100)
     care_clip = g.add("LoadCAREClip", (x5, y), weights="openai", architecture="ViT-B-32", quick_gelu="auto",
                       device="auto")
