@@ -152,10 +152,14 @@ def test_v_prediction_model_gives_the_eps_models_predictions_targets_and_trainin
 
     def predictions_and_training(b):
         encode_once(b)
-        with context.training_mode():
-            e_u, e_c = b.predict_noise(x_t, t, cond).chunk(2)
-            target = normalized_negative_guidance(e_c, e_u, 2.0)
-            result = run_recare(b, images, ["A person"], ["A photo of person"], "nudity", dataclasses.replace(config))
+        try:
+            with context.training_mode():
+                e_u, e_c = b.predict_noise(x_t, t, cond).chunk(2)
+                target = normalized_negative_guidance(e_c, e_u, 2.0)
+                result = run_recare(b, images, ["A person"], ["A photo of person"], "nudity",
+                                    dataclasses.replace(config))
+        finally:
+            del b.encode_text  # back to the backend's own method (the fixture is shared)
         return e_c, target, result
 
     eps_pred, eps_target, eps_result = predictions_and_training(backend)
