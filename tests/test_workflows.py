@@ -53,7 +53,9 @@ SDXL_NOT_DEFAULT = {("ReCAREUnlearn", "erase_concept"): "Van Gogh", ("ReCAREUnle
                     ("ReCAREUnlearn", "concept_type"): "style", ("ReCAREUnlearn", "update"): "lora",
                     ("ReCAREUnlearn", "image_size"): 1024, ("ReCAREUnlearn", "gradient_checkpointing"): True,
                     ("ReCAREUnlearn", "embedding_name"): "recare_sdxl_adv", ("BuildCARESet", "reference_word"):
-                    "Van Gogh", ("BuildCARESet", "concept_type"): "style"}
+                    "Van Gogh", ("BuildCARESet", "concept_type"): "style",
+                    ("SaveCARESet", "filename_prefix"): "careset_sdxl_style",
+                    ("SaveErasure", "filename_prefix"): "recare/sdxl_style"}
 TINY_CLIP_FILE = "tiny_care_clip/open_clip_model.safetensors"
 TINY_UNLEARN = {"n_rounds": 1, "erase_steps": 2, "ti_steps": 2, "robust_steps": 2, "num_adv_concepts": 1,
                 "ddim_steps": 4, "image_size": 64}
