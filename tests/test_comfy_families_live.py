@@ -96,7 +96,7 @@ def _unlearn_graph(family: str, prefix: str) -> dict:
     graph["24"] = {"class_type": "CAREScore", "inputs": {
         "images": ["22", 0], "care_clip": ["10", 0], "care_concept": "house", "labels": "house, tree, van gogh",
         "use_template": True, "erase_concept": "van gogh"}}
-    graph["25"] = {"class_type": "PreviewAny", "inputs": {"source": ["24", 1]}}
+    graph["25"] = {"class_type": "PreviewAny", "inputs": {"source": ["24", 2]}}
     return graph
 
 
