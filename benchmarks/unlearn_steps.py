@@ -8,6 +8,11 @@ The partial-sampling depth is fixed (``--k``) so runs compare at equal work; sta
 (the target and two learned tokens) as with the paper's defaults.
 
     python benchmarks/unlearn_steps.py --image-size 32 --k 10 --steps 6
+    python benchmarks/unlearn_steps.py --backend comfy --family sdxl --image-size 64 --k 2 --steps 3
+
+``--family`` (``--backend comfy``) picks the model family: ``sd15`` (the tests' tiny SD1.5), ``sd2`` or ``sdxl``
+(the tests' tiny SD 2.x / SDXL-family checkpoints, cached in ~/.cache/recare/checkpoints/), or give a real
+``--checkpoint`` of that family.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ def make_torch_backend(args: argparse.Namespace) -> DiffusionBackend:
 
 
 def make_comfy_backend(args: argparse.Namespace) -> DiffusionBackend:
-    """ComfyUI's own SD1.5 MODEL/CLIP/VAE (``--checkpoint``, default: the tests' tiny random SD1.5 checkpoint,
+    """ComfyUI's own MODEL/CLIP/VAE (``--checkpoint``, default: the tests' tiny random checkpoint of ``--family``,
     written once to ~/.cache/recare/) through the pack's ComfyUI backend."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from comfy_harness import find_comfyui, import_comfy_in_process, import_pack_in_process, \
@@ -60,9 +65,16 @@ def make_comfy_backend(args: argparse.Namespace) -> DiffusionBackend:
     import comfy.sd
     from comfyui_recare.nodes.comfy_backend import ComfyBackend
 
-    checkpoint = Path(args.checkpoint) if args.checkpoint else Path.home() / ".cache/recare/tiny_sd15.safetensors"
-    if not checkpoint.exists():
-        write_tiny_sd15_checkpoint(checkpoint)
+    if args.checkpoint:
+        checkpoint = Path(args.checkpoint)
+    elif args.family == "sd15":
+        checkpoint = Path.home() / ".cache/recare/tiny_sd15.safetensors"
+        if not checkpoint.exists():
+            write_tiny_sd15_checkpoint(checkpoint)
+    else:
+        from tiny_checkpoints import cached_tiny_checkpoint
+
+        checkpoint = cached_tiny_checkpoint(args.family)
     model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(checkpoint), output_vae=True, output_clip=True)
     backend = ComfyBackend(model, clip, vae)
     backend.load()
@@ -123,7 +135,8 @@ def measure(args: argparse.Namespace, kind: str, stage: str) -> dict:
     timed = steps[1:] if len(steps) > 1 else steps  # the first step includes warm-up
     record = run.records[stage]
     return {
-        "backend": args.backend, "device": str(backend.device), "kind": kind, "stage": stage,
+        "backend": args.backend, "device": str(backend.device),
+        "family": getattr(getattr(backend, "family", None), "name", "toy"), "kind": kind, "stage": stage,
         "seconds_per_step": sum(timed) / len(timed), "first_step_seconds": steps[0], "step_seconds": steps,
         "step_cpu_seconds": cpu_steps,
         "peak_mb": (torch.cuda.max_memory_allocated() / 2**20 if cuda
@@ -137,7 +150,9 @@ def measure(args: argparse.Namespace, kind: str, stage: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=sorted(BACKENDS), default="torch")
-    parser.add_argument("--checkpoint", help="SD1.5 checkpoint for --backend comfy (default: tiny random one)")
+    parser.add_argument("--checkpoint", help="checkpoint for --backend comfy (default: the tiny random one of --family)")
+    parser.add_argument("--family", choices=("sd15", "sd2", "sdxl"), default="sd15",
+                        help="model family of the tiny checkpoint for --backend comfy")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--model-channels", type=int, default=32, help="width of the tiny torch model's UNet")
@@ -157,7 +172,8 @@ def main() -> None:
         print(json.dumps(measure(args, *args.worker)))
         return
     forwarded = [a for a in sys.argv[1:]]
-    print(f"backend {args.backend} on {args.device}, image {args.image_size}px, k={args.k} of {args.ddim_steps}, "
+    family = f" ({args.checkpoint or 'tiny ' + args.family})" if args.backend == "comfy" else ""
+    print(f"backend {args.backend}{family} on {args.device}, image {args.image_size}px, k={args.k} of {args.ddim_steps}, "
           f"{args.steps} steps per stage (first untimed), lora rank {args.lora_rank}, "
           f"checkpointing {'on' if args.gradient_checkpointing else 'off'}")
     header = (f"{'kind':5} {'stage':7} {'s/step':>8} {'peak MB':>16} {'sampling':>9} {'teacher':>8} "

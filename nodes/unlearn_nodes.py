@@ -41,7 +41,8 @@ UCE_FIELDS = ("guide", "preserve", "preserve_care_set", "erase_scale", "preserve
 
 
 def _model_inputs(with_vae: bool) -> list[io.Input]:
-    inputs = [io.Model.Input("model", tooltip="The diffusion model to erase the concept from (SD1.x)."),
+    inputs = [io.Model.Input("model", tooltip="The diffusion model to erase the concept from: SD1.x, SD2.x or SDXL "
+                                              "family (eps or v-prediction)."),
               io.Clip.Input("clip", tooltip="The model's text encoder; prompts of the concept are encoded with it.")]
     if with_vae:
         inputs.append(io.Vae.Input("vae", tooltip="The model's VAE; encodes the target images for textual "
@@ -69,16 +70,16 @@ def _schema(node_id: str, display_name: str, description: str, inputs: list[io.I
                      description=description, inputs=inputs, outputs=_outputs())
 
 
-def erase_with(method: ErasureMethod, model, clip, vae, inputs: MethodInputs, config: Any,
-               care_set=None) -> tuple[MethodResult, Erasure, Any, torch.Tensor]:
+def erase_with(method: ErasureMethod, model, clip, vae, inputs: MethodInputs, config: Any, care_set=None,
+               backend: ComfyBackend | None = None) -> tuple[MethodResult, Erasure, Any, torch.Tensor]:
     """Run ``method`` on ComfyUI's objects with ComfyUI's progress bar and Interrupt; returns the result, its
     ERASURE (metadata: method, settings, CARE-set, base model, pack version, final losses), the erased model and
     the loss-curve image."""
-    backend = ComfyBackend(model, clip, vae)
+    backend = backend or ComfyBackend(model, clip, vae)
     check_method_prompts(backend.text, inputs, config)
     with training_mode(), stops_as_comfy_interrupt():
         backend.load()
-        make_weights_autograd_safe(backend.denoiser(), backend.text.clip_l.transformer)
+        make_weights_autograd_safe(backend.denoiser(), *backend.text.modules())
         result = method.run(backend, inputs, config, progress=ComfyProgress(), should_stop=interrupted)
     concept = inputs.concept.strip()
     erasure = Erasure(
@@ -141,9 +142,10 @@ class ReCAREUnlearn(io.ComfyNode):
         if target_images is None or target_images.shape[0] == 0:
             raise ValueError("target_images is empty: generate some images of the concept to erase first.")
         inputs = MethodInputs(erase_concept, target_images.clone(), care_set.anchor_prompts, care_set.retain_prompts)
+        backend = ComfyBackend(model, clip, vae)
         result, erasure, erased_model, curves = erase_with(get_method("recare"), model, clip, vae, inputs, config,
-                                                           care_set)
-        erasure.metadata["adversarial_embeddings"] = _save_embeddings(result.learned_tokens, embedding_base)
+                                                           care_set, backend)
+        erasure.metadata["adversarial_embeddings"] = _save_embeddings(backend, result.learned_tokens, embedding_base)
         return io.NodeOutput(erased_model, erasure, curves)
 
 
@@ -206,13 +208,13 @@ def _embedding_base(embedding_name: str) -> str:
     return base
 
 
-def _save_embeddings(learned_tokens: dict[str, torch.Tensor], base: str) -> list[str]:
-    """Save each learned token as a textual-inversion embedding ``<base>_<i>``; returns the names to use in
-    prompts (none when ``base`` is empty)."""
+def _save_embeddings(backend: ComfyBackend, learned_tokens: dict[str, torch.Tensor], base: str) -> list[str]:
+    """Save each learned token as a textual-inversion embedding ``<base>_<i>`` in the model family's format (SDXL:
+    ``clip_l`` and ``clip_g``); returns the names to use in prompts (none when ``base`` is empty)."""
     if not base:
         return []
     directory = folder_paths.get_folder_paths("embeddings")[0]
-    return [save_textual_inversion_embedding(tensor, directory, f"{base}_{index}")
+    return [save_textual_inversion_embedding(backend.text.embedding_tensors(tensor), directory, f"{base}_{index}")
             for index, tensor in enumerate(learned_tokens.values())]
 
 

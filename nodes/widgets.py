@@ -82,7 +82,8 @@ WIDGETS: dict[str, Widget] = {
     "update": Widget("'full': exact weight deltas (as the paper). 'lora': low-rank adapters, for 8-12 GB GPUs.",
                      options=UPDATE_KINDS),
     "lora_rank": _count("Rank of the LoRA adapters when update is 'lora'.", 1, 1024, True),
-    "image_size": _count("Training resolution in pixels (512 for SD1.5; lower saves memory).", 64, 2048),
+    "image_size": _count("Training resolution in pixels (512 for SD1.5 and SD2 512, 768 for SD2 768-v, 1024 for "
+                         "SDXL; lower saves memory).", 64, 2048),
     "gradient_checkpointing": Widget("Trade compute for memory during training.", advanced=True),
     "seed": Widget("Seed for every random draw of the training.", 0, 2**31 - 1),
     # Textual inversion data.

@@ -97,3 +97,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_sep("!", reason, red=True, bold=True)
     for used in _COMFY_USED:
         terminalreporter.write_sep("=", f"ComfyUI integration tests ran against ComfyUI {used}", bold=True)
+
+
+# SDXL-family and SD 2.x fixtures (tiny cached checkpoints; issue 15).
+from family_fixtures import family_server, sd2_checkpoint, sdxl_checkpoint  # noqa: E402,F401

@@ -35,7 +35,7 @@ def test_differentiable_forward_respects_clip_set_last_layer(backend, comfy_mode
     clip = comfy_models["clip"].clone()
     clip.clip_layer(-2)
     module = importlib.import_module("comfyui_recare.nodes.comfy_backend")
-    text = module.ComfyTextEncoder(clip)
+    text = module.ComfyTextEncoder(clip, backend.family)
     expected = clip.encode_from_tokens(clip.tokenize("a photo of a dog")).float()
     got = text.encode(["a photo of a <t>"], {"<t>": text.token_embedding("dog")})
     torch.testing.assert_close(got, expected.to(got.device), rtol=1e-4, atol=1e-4)
@@ -84,8 +84,8 @@ def test_other_model_families_are_refused(recare_pack, comfy_models):
     model = comfy_models["model"].clone()
     original = model.model.model_config
     try:
-        model.model.model_config = comfy.supported_models.SDXL(dict(comfy.supported_models.SDXL.unet_config))
-        with pytest.raises(module.UnsupportedModelError, match="SD1.x"):
+        model.model.model_config = comfy.supported_models.SD3(dict(comfy.supported_models.SD3.unet_config))
+        with pytest.raises(module.UnsupportedModelError, match=r"SD3.*supports SD1\.x"):
             module.check_supported(model)
     finally:
         model.model.model_config = original
@@ -96,9 +96,11 @@ def test_learned_token_exported_as_comfyui_embedding_gives_the_same_conditioning
 
     module = importlib.import_module("comfyui_recare.nodes.comfy_backend")
     learned = backend.token_embedding("dog") + 0.01 * torch.randn(1, 768, generator=torch.Generator().manual_seed(1))
-    name = module.save_textual_inversion_embedding(learned, str(tmp_path), "recare_adv")
+    tensors = backend.text.embedding_tensors(learned)
+    assert list(tensors) == ["emb_params"] and tensors["emb_params"].shape == (1, 768)
+    name = module.save_textual_inversion_embedding(tensors, str(tmp_path), "recare_adv")
     assert name == "recare_adv"
-    assert module.save_textual_inversion_embedding(learned, str(tmp_path), "recare_adv") == "recare_adv_00001"
+    assert module.save_textual_inversion_embedding(tensors, str(tmp_path), "recare_adv") == "recare_adv_00001"
     ours = backend.encode_text(["a photo of a <adv>"], {"<adv>": learned})
     clip = comfy_models["clip"]
     tokenizer = clip.tokenizer.clip_l

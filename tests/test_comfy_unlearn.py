@@ -42,9 +42,9 @@ def test_run_recare_on_comfy_objects_trains_and_leaves_the_input_model_untouched
         _pack("recare_core.methods.recare")
     backend = backend_mod.ComfyBackend(model, clip, vae)
     backend.load()
-    before_unet, before_clip = _snapshot(backend.denoiser()), _snapshot(backend.text.clip_l.transformer)
+    before_unet, before_clip = _snapshot(backend.denoiser()), _snapshot(backend.text.modules()[0])
     with context.training_mode():
-        swapped = context.make_weights_autograd_safe(backend.denoiser(), backend.text.clip_l.transformer)
+        swapped = context.make_weights_autograd_safe(backend.denoiser(), backend.text.modules()[0])
         assert swapped > 0  # weights loaded in inference mode had to be made usable by autograd
         images = torch.rand(2, 64, 64, 3, generator=torch.Generator().manual_seed(0))
         result = unlearn.run_recare(backend, images, ["A person", "A tree"], ["A photo of person", "A photo of tree"],
@@ -56,7 +56,7 @@ def test_run_recare_on_comfy_objects_trains_and_leaves_the_input_model_untouched
     assert list(result.learned_tokens) and all(t.shape[-1] == 768 for t in result.learned_tokens.values())
     for name, value in _snapshot(backend.denoiser()).items():
         assert torch.equal(value, before_unet[name]), name
-    for name, value in _snapshot(backend.text.clip_l.transformer).items():
+    for name, value in _snapshot(backend.text.modules()[0]).items():
         assert torch.equal(value, before_clip[name]), name
     assert not backend.denoiser()._forward_hooks and all(not m._forward_hooks for m in backend.denoiser().modules())
 

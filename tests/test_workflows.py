@@ -37,7 +37,9 @@ pytestmark = pytest.mark.comfy
 os.environ.setdefault(CACHE_ENV_VAR, tempfile.mkdtemp(prefix="recare-test-vocabulary-"))
 
 WORKFLOW_DIR = PACK_ROOT / "workflows"
-WORKFLOWS = ("1_build_care_set", "2_unlearn", "3_before_after", "4_bake_checkpoint", "5_compare_methods")
+WORKFLOWS = ("1_build_care_set", "2_unlearn", "3_before_after", "4_bake_checkpoint", "5_compare_methods",
+             "6_sdxl_style_erasure")
+SDXL_WORKFLOW = "6_sdxl_style_erasure"
 PACK_NODES = {"LoadCAREClip", "BuildCARESet", "SaveCARESet", "LoadCARESet", "ReCAREUnlearn", "ApplyErasedUNet",
               "SaveErasure", "LoadErasure", "CAREScore", "ESDUnlearn", "UCEErase"}
 # Combos naming a file on the user's machine; the runs below substitute files of their own.
@@ -49,6 +51,15 @@ NOT_DEFAULT = {("CAREScore", "erase_concept"): ("nudity",),
                ("SaveErasure", "filename_prefix"): ("recare/erasure", "recare/esd", "recare/uce")}
 # The paper's generation settings (SD1.5, DDIM 50 steps, CFG 7.5, 512 px).
 PAPER_SAMPLING = {"steps": 50, "cfg": 7.5, "sampler_name": "ddim", "denoise": 1.0}
+# The SDXL workflow: 1024 px, common SDXL sampling, and the style-erasure settings that differ from the defaults.
+SDXL_SAMPLING = {"steps": 30, "cfg": 7.0, "sampler_name": "dpmpp_2m", "denoise": 1.0}
+SDXL_NOT_DEFAULT = {("ReCAREUnlearn", "erase_concept"): ("Van Gogh",), ("ReCAREUnlearn", "initializer_token"): ("art",),
+                    ("ReCAREUnlearn", "concept_type"): ("style",), ("ReCAREUnlearn", "update"): ("lora",),
+                    ("ReCAREUnlearn", "image_size"): (1024,), ("ReCAREUnlearn", "gradient_checkpointing"): (True,),
+                    ("ReCAREUnlearn", "embedding_name"): ("recare_sdxl_adv",), ("BuildCARESet", "reference_word"):
+                    ("Van Gogh",), ("BuildCARESet", "concept_type"): ("style",),
+                    ("SaveCARESet", "filename_prefix"): ("careset_sdxl_style",),
+                    ("SaveErasure", "filename_prefix"): ("recare/sdxl_style",)}
 TINY_CLIP_FILE = "tiny_care_clip/open_clip_model.safetensors"
 TINY_UNLEARN = {"n_rounds": 1, "erase_steps": 2, "ti_steps": 2, "robust_steps": 2, "num_adv_concepts": 1,
                 "ddim_steps": 4, "image_size": 64}
@@ -72,7 +83,7 @@ def object_info(server) -> dict[str, Any]:
 
 # -- static checks against /object_info -----------------------------------------------------------------------
 
-def test_the_folder_holds_the_four_workflows_each_with_a_note():
+def test_the_folder_holds_the_workflows_each_with_a_note():
     assert sorted(p.stem for p in WORKFLOW_DIR.glob("*.json")) == sorted(WORKFLOWS)
     for name in WORKFLOWS:
         workflow = load_workflow(name)
@@ -90,6 +101,9 @@ def test_workflow_matches_the_servers_nodes(name, object_info):
 
 @pytest.mark.parametrize("name", WORKFLOWS)
 def test_workflow_uses_the_papers_numbers(name, object_info):
+    sdxl = name == SDXL_WORKFLOW
+    not_default = {**NOT_DEFAULT, **SDXL_NOT_DEFAULT} if sdxl else NOT_DEFAULT
+    sampling, size = (SDXL_SAMPLING, 1024) if sdxl else (PAPER_SAMPLING, 512)
     for node in load_workflow(name)["nodes"]:
         if node["type"] in FRONTEND_ONLY_TYPES:
             continue
@@ -97,12 +111,12 @@ def test_workflow_uses_the_papers_numbers(name, object_info):
         if node["type"] in PACK_NODES:
             for widget in widget_inputs(object_info[node["type"]]):
                 if "default" in widget.options:
-                    allowed = NOT_DEFAULT.get((node["type"], widget.name), (widget.options["default"],))
+                    allowed = not_default.get((node["type"], widget.name), (widget.options["default"],))
                     assert values[widget.name] in allowed, f"{name}: {node['type']}.{widget.name}"
         if node["type"] == "KSampler":
-            assert {k: values[k] for k in PAPER_SAMPLING} == PAPER_SAMPLING, name
+            assert {k: values[k] for k in sampling} == sampling, name
         if node["type"] == "EmptyLatentImage":
-            assert (values["width"], values["height"]) == (512, 512), name
+            assert (values["width"], values["height"]) == (size, size), name
 
 
 def test_the_checker_catches_broken_workflows(object_info):

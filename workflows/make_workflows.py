@@ -42,25 +42,28 @@ SMALL_GPU_IMAGES = (
 )
 
 
-def _target_images(g: Graph, x: float, y: float, ckpt: Node) -> tuple[Node, list[Node]]:
-    """Prompt -> EmptyLatentImage (500) -> RebatchLatents (chunks) -> KSampler -> VAEDecode -> RebatchImages.
+def _target_images(g: Graph, x: float, y: float, ckpt: Node, prompt: str = TARGET_PROMPT, size: int = IMAGE_SIZE,
+                   count: int = TARGET_IMAGES, chunk: int = CHUNK, sampling: dict[str, Any] = SAMPLING,
+                   titles: tuple[str, str] = ("Target prompt", "Negative prompt (empty, as the paper)")
+                   ) -> tuple[Node, list[Node]]:
+    """Prompt -> EmptyLatentImage (``count``) -> RebatchLatents (chunks) -> KSampler -> VAEDecode -> RebatchImages.
 
-    KSampler and VAEDecode run once per chunk; RebatchImages joins the chunks into one batch again."""
-    positive = g.add("CLIPTextEncode", (x, y), title="Target prompt", text=TARGET_PROMPT, clip=ckpt["CLIP"])
-    negative = g.add("CLIPTextEncode", (x, g.below(positive)), title="Negative prompt (empty, as the paper)",
-                     text="", clip=ckpt["CLIP"])
+    KSampler and VAEDecode run once per chunk; RebatchImages joins the chunks into one batch again. Returns the
+    joined images and the nodes made (checkpoint, positive, negative, ...)."""
+    positive = g.add("CLIPTextEncode", (x, y), title=titles[0], text=prompt, clip=ckpt["CLIP"])
+    negative = g.add("CLIPTextEncode", (x, g.below(positive)), title=titles[1], text="", clip=ckpt["CLIP"])
     x2 = g.right_of(positive)
-    latent = g.add("EmptyLatentImage", (x2, y), title="How many target images", width=IMAGE_SIZE,
-                   height=IMAGE_SIZE, batch_size=TARGET_IMAGES)
+    latent = g.add("EmptyLatentImage", (x2, y), title="How many target images", width=size, height=size,
+                   batch_size=count)
     chunks = g.add("RebatchLatents", (x2, g.below(latent)), title="Sample in chunks (GPU memory)",
-                   latents=latent["LATENT"], batch_size=CHUNK)
+                   latents=latent["LATENT"], batch_size=chunk)
     x3 = g.right_of(latent)
     sampler = g.add("KSampler", (x3, y), model=ckpt["MODEL"], positive=positive["CONDITIONING"],
-                    negative=negative["CONDITIONING"], latent_image=chunks["LATENT"], **SAMPLING)
+                    negative=negative["CONDITIONING"], latent_image=chunks["LATENT"], **sampling)
     x4 = g.right_of(sampler)
     decode = g.add("VAEDecode", (x4, y), samples=sampler["LATENT"], vae=ckpt["VAE"])
     batch = g.add("RebatchImages", (x4, g.below(decode)), title="Join the chunks into one batch",
-                  images=decode["IMAGE"], batch_size=TARGET_IMAGES)
+                  images=decode["IMAGE"], batch_size=count)
     return batch, [ckpt, positive, negative, latent, chunks, sampler, decode, batch]
 
 
@@ -269,12 +272,95 @@ def compare_methods_workflow(info: dict[str, Any]) -> dict[str, Any]:
     return g.to_json()
 
 
+SDXL_CHECKPOINT = "sd_xl_base_1.0.safetensors"
+SDXL_IMAGE_SIZE = 1024
+SDXL_STYLE = "Van Gogh"
+SDXL_TARGET_PROMPT = f"A painting in the style of {SDXL_STYLE}"
+SDXL_CARE_PROMPT = "A painting of a house"
+# Common SDXL settings (SDXL has no paper numbers): 1024 px, 30 steps, CFG 7.
+SDXL_SAMPLING = {"seed": 42, "steps": 30, "cfg": 7.0, "sampler_name": "dpmpp_2m", "scheduler": "karras",
+                 "denoise": 1.0}
+SDXL_TARGET_IMAGES, SDXL_CHUNK = 100, 2
+# ReCAREUnlearn settings of the SDXL workflow that differ from the node's (SD1.5 paper) defaults.
+SDXL_UNLEARN = {"erase_concept": SDXL_STYLE, "initializer_token": "art", "concept_type": "style",
+                "update": "lora", "image_size": SDXL_IMAGE_SIZE, "gradient_checkpointing": True,
+                "embedding_name": "recare_sdxl_adv"}
+
+
+def sdxl_style_workflow(info: dict[str, Any]) -> dict[str, Any]:
+    """SDXL family: erase an artist's style, keeping what such paintings show (CARE-set built from them)."""
+    g = Graph(info)
+    note = g.note((0, 0), (760, 420), title="ReCARE on SDXL: erase a style", text=(
+        f"Erases the style '{SDXL_STYLE}' from an SDXL-family checkpoint (SDXL, Pony, Illustrious, NoobAI and other "
+        "finetunes, eps or v-prediction) while keeping the subjects such paintings show.\n\n"
+        f"1. The original model draws {SDXL_TARGET_IMAGES} images of '{SDXL_TARGET_PROMPT}' at 1024x1024, "
+        f"{SDXL_CHUNK} at a time (RebatchLatents); RebatchImages joins them.\n"
+        "2. BuildCARESet finds the co-occurring harmless concepts (concept_type 'style'); the CARE-set is saved.\n"
+        f"3. ReCAREUnlearn erases '{SDXL_STYLE}' (style templates, adversarial tokens start from 'art') with LoRA "
+        "updates and gradient checkpointing at 1024 px (about 16 GB of GPU memory); SaveErasure writes "
+        "models/loras/recare/sdxl_style_00001_.safetensors (the stock LoraLoaderModelOnly loads it too), and the "
+        "adversarial tokens go to models/embeddings in SDXL's format (clip_l + clip_g), usable as "
+        "'embedding:recare_sdxl_adv_0'.\n"
+        "4. The same seed through the original and the erased model, side by side.\n\n"
+        "Small GPU (8-12 GB): image_size 1024 -> 512 (or 768), lora_rank 4, gradient_checkpointing on, and "
+        f"RebatchLatents batch_size {SDXL_CHUNK} -> 1; the trained LoRA still applies at 1024 px. Quick try: "
+        "preset 'quick', EmptyLatentImage batch_size 100 -> 10 (and RebatchImages the same), KSampler steps "
+        "30 -> 20. Workflows 3 and 4 work unchanged on SDXL: pick this checkpoint and erasure there."))
+    y = g.below(note, gap=120)
+    ckpt = g.add("CheckpointLoaderSimple", (0, y), ckpt_name=SDXL_CHECKPOINT)
+    images, generation = _target_images(g, g.right_of(ckpt), y, ckpt, prompt=SDXL_TARGET_PROMPT,
+                                        size=SDXL_IMAGE_SIZE, count=SDXL_TARGET_IMAGES, chunk=SDXL_CHUNK,
+                                        sampling=SDXL_SAMPLING,
+                                        titles=("Target prompt (the style)", "Negative prompt (empty)"))
+    negative = generation[2]
+    g.group("Images of the style to erase, made by the original model", generation)
+    x5 = g.right_of(images, gap=100)
+    care_clip = g.add("LoadCAREClip", (x5, y), weights="openai", architecture="ViT-B-32", quick_gelu="auto",
+                      device="auto")
+    build = g.add("BuildCARESet", (x5, g.below(care_clip)), images=images["IMAGE"], care_clip=care_clip["care_clip"],
+                  reference_word=SDXL_STYLE, concept_type="style", top_k_per_image=50, top_n_tokens=100,
+                  n_clusters=7, k_each_side=1, alpha=0.01, min_cluster_size=2, seed=42, word_hygiene=True)
+    save_care = g.add("SaveCARESet", (x5, g.below(build)), care_set=build["care_set"],
+                      filename_prefix="careset_sdxl_style", format="recare")
+    x6 = g.right_of(build)
+    unlearn = g.add(
+        "ReCAREUnlearn", (x6, y), model=ckpt["MODEL"], clip=ckpt["CLIP"], vae=ckpt["VAE"],
+        target_images=images["IMAGE"], care_set=build["care_set"], preset="paper", n_rounds=2, erase_steps=200,
+        erase_lr=5e-6, ti_steps=3000, ti_lr=5e-3, robust_steps=200, robust_lr=2e-5, negative_guidance=2.0,
+        compositional_guidance_scale=2.0, num_adv_concepts=2, ddim_steps=50, sampling_cfg=3.0,
+        train_method="noxattn", lora_rank=4, seed=42, **SDXL_UNLEARN)
+    x7 = g.right_of(unlearn)
+    save = g.add("SaveErasure", (x7, y), erasure=unlearn["erasure"], filename_prefix="recare/sdxl_style")
+    curves = g.add("PreviewImage", (x7, g.below(save)), title="Loss curves", size=(560, 460),
+                   images=unlearn["loss_curves"])
+    g.group("Build the CARE-set, unlearn, save", [care_clip, build, save_care, unlearn, save, curves])
+    y2 = g.below(curves, gap=120)
+    prompt = g.add("CLIPTextEncode", (x5, y2), title="Check prompt", text=SDXL_TARGET_PROMPT, clip=ckpt["CLIP"])
+    one = g.add("EmptyLatentImage", (x5, g.below(prompt)), title="One image, same seed", width=SDXL_IMAGE_SIZE,
+                height=SDXL_IMAGE_SIZE, batch_size=1)
+    decoded = []
+    for index, (label, model) in enumerate((("original", ckpt["MODEL"]), ("erased", unlearn["erased_model"]))):
+        row = y2 + index * 330
+        check = g.add("KSampler", (x6, row), title=f"KSampler ({label} model)", model=model,
+                      positive=prompt["CONDITIONING"], negative=negative["CONDITIONING"],
+                      latent_image=one["LATENT"], **SDXL_SAMPLING)
+        decoded.append(g.add("VAEDecode", (g.right_of(check), row), samples=check["LATENT"], vae=ckpt["VAE"]))
+    x8 = g.right_of(decoded[0])
+    stitch = g.add("ImageStitch", (x8, y2), title="Original | erased", image1=decoded[0]["IMAGE"],
+                   direction="right", match_image_size=True, spacing_width=16, spacing_color="white",
+                   image2=decoded[1]["IMAGE"])
+    g.add("SaveImage", (x8, g.below(stitch)), size=(520, 520), images=stitch["IMAGE"],
+          filename_prefix="recare/sdxl_style_before_after")
+    return g.to_json()
+
+
 WORKFLOWS = {
     "1_build_care_set.json": build_care_set_workflow,
     "2_unlearn.json": unlearn_workflow,
     "3_before_after.json": before_after_workflow,
     "4_bake_checkpoint.json": bake_workflow,
     "5_compare_methods.json": compare_methods_workflow,
+    "6_sdxl_style_erasure.json": sdxl_style_workflow,
 }
 
 

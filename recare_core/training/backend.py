@@ -7,9 +7,12 @@ method can be tested and benchmarked without ComfyUI.
 Conventions
 -----------
 * Noise-prediction ("eps") space, DDPM-style discrete schedule of ``num_train_timesteps`` steps described by
-  ``alphas_cumprod``: ``x_t = sqrt(a_t) * x_0 + sqrt(1 - a_t) * eps``.
-* Conditioning is whatever tensor ``encode_text`` returns (for SD1.x: ``(B, 77, 768)`` hidden states); the core
-  treats it as opaque apart from batching along dim 0.
+  ``alphas_cumprod``: ``x_t = sqrt(a_t) * x_0 + sqrt(1 - a_t) * eps``. This is the one parameterisation of every
+  guidance target and loss: a backend whose model predicts v converts its output to eps in :meth:`predict_noise`
+  (:mod:`recare_core.training.parameterisation`).
+* Conditioning is whatever tensor ``encode_text`` returns (SD1.x: ``(B, 77, 768)`` hidden states; SD2.x
+  ``(B, 77, 1024)``; SDXL ``(B, 78, 2048)``, the last row carrying the pooled output); the core treats it as
+  opaque apart from batching along dim 0.
 * Learned textual-inversion tokens are passed as a mapping ``{placeholder: embedding}``; a prompt that
   contains the placeholder as a whole whitespace-separated word gets that embedding (``(n_vectors, token_dim)``)
   in its place, differentiably. Placeholders are plain words such as ``recare_adv_1``.
@@ -73,7 +76,8 @@ class DiffusionBackend(Protocol):
         (each called through ``__call__``, not mutating its inputs); empty when checkpointing is unsupported."""
 
     def predict_noise(self, x_t: torch.Tensor, timesteps: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """eps prediction at integer training ``timesteps`` (shape ``(B,)``) for conditioning ``cond``."""
+        """eps prediction at integer training ``timesteps`` (shape ``(B,)``) for conditioning ``cond`` (converted
+        from the model's own parameterisation, e.g. v, where it differs)."""
 
     def encode_text(
         self, prompts: Sequence[str], learned_tokens: Mapping[str, torch.Tensor] | None = None
