@@ -17,6 +17,7 @@ pytestmark = pytest.mark.comfy
 PLANNED_NODES = {
     "LoadCAREClip", "BuildCARESet", "SaveCARESet", "LoadCARESet", "ReCAREUnlearn", "ApplyErasedUNet",
     "SaveErasure", "LoadErasure", "CAREScore", "NudityRate", "ErasureToLoraModel", "CompressErasure",
+    "ESDUnlearn", "UCEErase",
 }
 
 
