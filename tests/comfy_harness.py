@@ -197,6 +197,14 @@ def write_tiny_sd15_checkpoint(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def unchanged(after: torch.Tensor, before: torch.Tensor) -> bool:
+    """Bit-for-bit the same tensor, NaNs included: ComfyUI 0.3.64 leaves SD1's unused CLIP ``text_projection``
+    uninitialised (whatever memory held, NaNs among it), and NaN never equals itself under ``torch.equal``."""
+    return before.shape == after.shape and before.dtype == after.dtype and torch.equal(
+        after.contiguous().view(torch.uint8) if after.is_floating_point() else after,
+        before.contiguous().view(torch.uint8) if before.is_floating_point() else before)
+
+
 def free_loopback_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
