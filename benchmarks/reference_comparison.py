@@ -141,7 +141,7 @@ def pack_worker(args: argparse.Namespace, stage: str) -> dict:
     """The same loop through the pack's ComfyUI backend (``benchmarks/unlearn_steps.py``'s measurement)."""
     from unlearn_steps import measure
 
-    row = measure(SimpleNamespace(backend="comfy", checkpoint=None, device="cpu", image_size=args.image_size,
+    row = measure(SimpleNamespace(backend="comfy", family="sd15", checkpoint=None, device="cpu", image_size=args.image_size,
                                   model_channels=32, k=args.k, ddim_steps=50, steps=args.steps, lora_rank=4,
                                   gradient_checkpointing=False, no_mixed_precision=False), "full", stage)
     return {"step_seconds": row["step_seconds"], "step_cpu_seconds": row["step_cpu_seconds"],

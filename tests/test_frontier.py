@@ -69,5 +69,5 @@ def test_reduced_frontier_runs_resumes_and_summarises(tmp_path):
     # the erasure works in the reduced run too: 40 ESD steps draw fewer stripes than the original model
     assert by_steps[40]["target_rate"] < by_steps[0]["target_rate"]
     table = matched_table(results, ["original", "esd"])
-    assert "| esd | 40 | 1 |" in table
+    assert "| esd | 40 steps | 1 |" in table
     assert render_frontier_plot(results, ["original", "esd"]).size == (1100, 520)

@@ -126,8 +126,7 @@ def run_recare(backend: DiffusionBackend, target_images: torch.Tensor, care_set_
             if config.robust_steps:
                 robust_erase_stage(run, update, erase_concepts, anchors, retains, config, learned_tokens=learned,
                                    name="stage2", seed=config.seed + 3,
-                                   anchor_mixture=_anchor_mixture(run, anchors, retains, learned, config),
-                                   surgery=GradientSurgery(config.doco_lambda) if config.doco_surgery else None)
+                                   **stage_two_options(run, anchors, retains, learned, config))
             increments = update.to_erasure_increments()
         finally:
             update.detach()
@@ -135,14 +134,17 @@ def run_recare(backend: DiffusionBackend, target_images: torch.Tensor, care_set_
                         stages=run.records)
 
 
-def _anchor_mixture(run: TrainingRun, anchors: Sequence[str], retains: Sequence[str],
-                    learned: dict[str, torch.Tensor], config: ReCAREConfig) -> AdaptiveAnchor | None:
-    """AGE's adaptive anchor over the CARE-set when ``config.anchor_mode`` is ``"age"``."""
-    if config.anchor_mode != "age":
-        return None
-    return AdaptiveAnchor(run.conditionings(anchors, learned), run.conditionings(retains, learned),
-                          temperature=config.age_temperature, top_k=config.age_top_k, lr=config.age_lr,
-                          seed=config.seed + 4)
+def stage_two_options(run: TrainingRun, anchors: Sequence[str], retains: Sequence[str],
+                      learned: dict[str, torch.Tensor], config: ReCAREConfig) -> dict:
+    """The optional parts of :func:`robust_erase_stage` that ``config`` asks for: AGE's adaptive anchor over the
+    CARE-set (``anchor_mode="age"``) and DoCo's gradient surgery (``doco_surgery``)."""
+    mixture = None
+    if config.anchor_mode == "age":
+        mixture = AdaptiveAnchor(run.conditionings(anchors, learned), run.conditionings(retains, learned),
+                                 temperature=config.age_temperature, top_k=config.age_top_k, lr=config.age_lr,
+                                 seed=config.seed + 4)
+    surgery = GradientSurgery(config.doco_lambda) if config.doco_surgery else None
+    return {"anchor_mixture": mixture, "surgery": surgery}
 
 
 def _run(backend: DiffusionBackend, inputs: MethodInputs, config: ReCAREConfig, progress: ProgressCallback | None,

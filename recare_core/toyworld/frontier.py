@@ -24,7 +24,9 @@ import torch
 
 from ..careset.build import CareSet, build_care_set
 from ..erasure.increments import WeightIncrement
-from ..methods.recare import ReCAREConfig, run_recare
+from ..methods.recare import ReCAREConfig, run_recare, stage_two_options
+from ..methods.registry import MethodInputs, get_method
+from ..methods.uce import UCEConfig
 from ..methods.stage_erase import erase_stage, robust_erase_stage
 from ..scoring.care_score import care_score
 from ..training.run import TrainingRun
@@ -48,11 +50,12 @@ Log = Callable[[str], None]
 
 @dataclass(frozen=True)
 class FrontierMethod:
-    """One row of the method table: how a method is trained and which step counts of its run are measured.
+    """One row of the method table: how a method is trained and which settings of it are measured.
 
-    ``kind``: ``original`` (no training), ``esd`` (stage-1 erase of the target word only, lr ``lr``) or
-    ``recare`` (stage 2 on the shared stage-1 tokens, lr ``lr``). ``care_set``: ``built`` (from the target images
-    with the toy CLIP) or ``true`` (the world's ``circle``). ``overrides``: ReCAREConfig fields of this method."""
+    ``kind``: ``original`` (no training), ``esd`` (stage-1 erase of the target word only, lr ``lr``), ``recare``
+    (stage 2 on the shared stage-1 tokens, lr ``lr``) or ``uce`` (closed-form edit; a setting is its
+    ``erase_scale``). For the trained kinds a setting is a step count of one run. ``care_set``: ``built`` (from
+    the target images with the toy CLIP) or ``true`` (the world's ``circle``). ``overrides``: config fields."""
 
     name: str
     kind: str
@@ -61,18 +64,35 @@ class FrontierMethod:
     care_set: str = "built"
     overrides: dict = field(default_factory=dict)
 
+    @property
+    def setting_unit(self) -> str:
+        """What a value of ``snapshots`` counts: ``steps`` or ``erase scale``."""
+        return "erase scale" if self.kind == "uce" else "steps"
+
+
+STEP_GRID: tuple[int, ...] = (30, 90, 270)
+"""The step counts every trained method is measured at (one run each, snapshotted)."""
+SHARED_LR = 6e-5
+"""One learning rate for every trained method: plain ESD's best stable rate in this world (cpu_6: 1e-4
+collapses); three times the reference's stage-2 rate, so that stage 2 reaches matched erasure within the grid."""
 
 FRONTIER_METHODS: tuple[FrontierMethod, ...] = (
     FrontierMethod("original", "original", (0,)),
-    # Plain ESD at its own paper's guidance (eta = 1, s = 3) and its best stable lr (cpu_6: 1e-4 collapses).
-    FrontierMethod("esd", "esd", (120, 240, 480), lr=6e-5, overrides={"negative_guidance": 3.0}),
-    # ReCARE at the reference stage-2 target (erase weight S + 1 = 3, anchor S - 1 = 1) and lr.
-    FrontierMethod("recare", "recare", (20, 40, 80), lr=2e-5),
+    # Plain ESD at its own paper's guidance (eta = 1, s = 3).
+    FrontierMethod("esd", "esd", STEP_GRID, lr=SHARED_LR, overrides={"negative_guidance": 3.0}),
+    # ReCARE at the reference stage-2 target (erase weight S + 1 = 3, anchor S - 1 = 1).
+    FrontierMethod("recare", "recare", STEP_GRID, lr=SHARED_LR),
     # ReCARE with the lighter target the audit of issue 13 pointed to: erase weight 1, tokens at half weight.
-    FrontierMethod("recare_tuned", "recare", (20, 40, 80), lr=2e-5,
+    FrontierMethod("recare_tuned", "recare", STEP_GRID, lr=SHARED_LR,
                    overrides={"erase_target_weight": 1.0, "adversarial_weight": 0.5}),
     # ReCARE (reference target) given the world's true CARE-set.
-    FrontierMethod("recare_true_careset", "recare", (20, 40, 80), lr=2e-5, care_set="true"),
+    FrontierMethod("recare_true_careset", "recare", STEP_GRID, lr=SHARED_LR, care_set="true"),
+    # ReCARE (reference target) with AGE's adaptive anchor over the built CARE-set.
+    FrontierMethod("recare_age", "recare", STEP_GRID, lr=SHARED_LR, overrides={"anchor_mode": "age"}),
+    # ReCARE (reference target) with DoCo's gradient surgery between erase and retain gradients.
+    FrontierMethod("recare_doco", "recare", STEP_GRID, lr=SHARED_LR, overrides={"doco_surgery": True}),
+    # UCE's closed-form edit preserving the built CARE-set, at three erase scales.
+    FrontierMethod("uce", "uce", (1, 4, 16)),
 )
 METHOD_NAMES: tuple[str, ...] = tuple(m.name for m in FRONTIER_METHODS)
 
@@ -193,10 +213,21 @@ class SeedContext:
         return {k: torch.tensor(v) for k, v in self.shared()["tokens"].items()}
 
 
+def _care_set(context: SeedContext, method: FrontierMethod) -> CareSet:
+    words = context.shared()["care_set"] if method.care_set == "built" else [CARE_VALUE]
+    return CareSet.from_words(TARGET_VALUE, "object", words)
+
+
 def train_method(context: SeedContext, method: FrontierMethod) -> tuple[dict[int, dict], dict]:
-    """``({steps: increments}, facts)`` for every snapshot of ``method`` on this seed."""
+    """``({setting: increments}, facts)`` for every setting of ``method`` on this seed."""
     if method.kind == "original":
         return {0: {}}, {}
+    if method.kind == "uce":
+        care_set = _care_set(context, method)
+        inputs = MethodInputs(TARGET_VALUE, None, care_set.anchor_prompts, care_set.retain_prompts)
+        uce = get_method("uce")
+        return ({scale: uce.run(context.original, inputs, UCEConfig(**method.overrides, erase_scale=float(scale)))
+                 .increments for scale in method.snapshots}, {"care_set": care_set.words})
     config = dataclasses.replace(context.config, **method.overrides)
     if method.kind == "esd":
         config = dataclasses.replace(config, erase_lr=method.lr, erase_steps=max(method.snapshots))
@@ -207,17 +238,17 @@ def train_method(context: SeedContext, method: FrontierMethod) -> tuple[dict[int
     if method.kind != "recare":
         raise ValueError(f"Unknown method kind '{method.kind}'.")
     config = dataclasses.replace(config, robust_lr=method.lr, robust_steps=max(method.snapshots))
-    shared = context.shared()
-    words = shared["care_set"] if method.care_set == "built" else [CARE_VALUE]
-    care_set = CareSet.from_words(TARGET_VALUE, "object", words)
+    care_set = _care_set(context, method)
     tokens = context.tokens()
     erase_concepts = [TARGET_VALUE] + list(tokens)[:config.num_adv_concepts]
+    anchors, retains = list(care_set.anchor_prompts), list(care_set.retain_prompts)
 
     def train(run, update):
-        robust_erase_stage(run, update, erase_concepts, care_set.anchor_prompts, care_set.retain_prompts, config,
-                           learned_tokens=tokens, name="stage2", seed=config.seed + 3)
+        robust_erase_stage(run, update, erase_concepts, anchors, retains, config, learned_tokens=tokens,
+                           name="stage2", seed=config.seed + 3,
+                           **stage_two_options(run, anchors, retains, tokens, config))
     snapshots = _train_with_snapshots(context.original, config, method.snapshots, train, config.seed + 3)
-    return snapshots, {"care_set": words, "erase_concepts": erase_concepts}
+    return snapshots, {"care_set": care_set.words, "erase_concepts": erase_concepts}
 
 
 def run_method_seed(models: ToyWorldModels, settings: FrontierSettings, method: FrontierMethod, seed: int,

@@ -71,34 +71,49 @@ def _cell(values: Sequence[float], seeds: int) -> str:
     return f"{mean:.2f}{spread}{reached}"
 
 
-def matched_table(results: Sequence[dict], methods: Sequence[str]) -> str:
-    """Markdown: CARE, attack and utility at matched target rates per method, then every setting's means."""
-    header = "| method | seeds | " + " | ".join(
-        f"{what} @ target {level:.2f}" for level in MATCHED_TARGETS for what in ("CARE ↑", "attack ↓", "utility ↑"))
-    lines = [header + " |", "|" + "---|" * (2 + 3 * len(MATCHED_TARGETS))]
+def _matched(results: Sequence[dict], method: str, level: float) -> dict[int, dict[str, float]]:
+    """``{seed: rates at target rate level}`` for the seeds whose curve of ``method`` reaches ``level``."""
+    found = {seed: at_matched_target(curve, level) for seed, curve in curves(results, method).items()}
+    return {seed: rates for seed, rates in found.items() if rates}
+
+
+def _setting(record: dict) -> str:
+    return f"erase scale {record['steps']}" if record.get("kind") == "uce" else f"{record['steps']} steps"
+
+
+def matched_table(results: Sequence[dict], methods: Sequence[str], baseline: str = "esd") -> str:
+    """Markdown: CARE, attack and utility at matched target rates per method, CARE's paired difference to
+    ``baseline`` (same seeds, both matched), then every setting's means."""
+    columns = [f"{what} @ target {level:.2f}" for level in MATCHED_TARGETS
+               for what in ("CARE ↑", f"CARE − {baseline}", "attack ↓", "utility ↑")]
+    lines = ["| method | seeds | " + " | ".join(columns) + " |", "|" + "---|" * (2 + len(columns))]
     for method in methods:
         if method == "original":
             continue
-        seed_curves = curves(results, method)
+        seeds = len(curves(results, method))
         cells = []
         for level in MATCHED_TARGETS:
-            matched = [m for m in (at_matched_target(c, level) for c in seed_curves.values()) if m]
-            cells += [_cell([m[key] for m in matched], len(seed_curves))
-                      for key in ("care_rate", "adversarial_rate", "utility")]
-        lines.append(f"| {method} | {len(seed_curves)} | " + " | ".join(cells) + " |")
+            matched, reference = _matched(results, method, level), _matched(results, baseline, level)
+            paired = [matched[s]["care_rate"] - reference[s]["care_rate"] for s in matched if s in reference]
+            cells.append(_cell([m["care_rate"] for m in matched.values()], seeds))
+            cells.append("—" if method == baseline else _cell(paired, seeds))
+            cells += [_cell([m[key] for m in matched.values()], seeds) for key in ("adversarial_rate", "utility")]
+        lines.append(f"| {method} | {seeds} | " + " | ".join(cells) + " |")
     lines.append("\nmean ± half-width of the 95 % Student-t interval over seeds (each seed's curve interpolated "
                  "linearly in the target rate between the two settings around the level; the original model is "
-                 "every curve's first point)")
-    lines += ["", "| method | steps | seeds | target ↓ | attack ↓ | CARE ↑ | utility ↑ |", "|---|---|---|---|---|---|---|"]
+                 f"every curve's first point); CARE − {baseline}: the difference on the same seed, over the seeds "
+                 "where both curves reach the level")
+    lines += ["", "| method | setting | seeds | target ↓ | attack ↓ | CARE ↑ | utility ↑ |",
+              "|---|---|---|---|---|---|---|"]
     for method in methods:
-        steps = sorted({r["steps"] for r in results if r["method"] == method})
-        for step in steps:
-            rows = [r["figures"] for r in results if r["method"] == method and r["steps"] == step]
+        records = [r for r in results if r["method"] == method]
+        for step in sorted({r["steps"] for r in records}):
+            rows = [r for r in records if r["steps"] == step]
             cells = []
             for key in RATES:
-                mean, half = t_interval([row[key] for row in rows])
+                mean, half = t_interval([row["figures"][key] for row in rows])
                 cells.append(f"{mean:.2f}" + ("" if math.isnan(half) else f" ± {half:.2f}"))
-            lines.append(f"| {method} | {step} | {len(rows)} | " + " | ".join(cells) + " |")
+            lines.append(f"| {method} | {_setting(rows[0])} | {len(rows)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -148,7 +163,7 @@ def render_frontier_plot(results: Sequence[dict], methods: Sequence[str]) -> Ima
                 bar = point["care_sd"] * (bottom - top)
                 draw.line([(x, y - bar), (x, y + bar)], fill=colour)
                 draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
-        legend_x = margin + index * 180
-        draw.rectangle([legend_x, height - 40, legend_x + 14, height - 26], fill=colour)
-        draw.text((legend_x + 20, height - 40), method, fill=(0, 0, 0))
+        legend_x, legend_y = margin + (index % 4) * 250, height - 52 + (index // 4) * 22
+        draw.rectangle([legend_x, legend_y, legend_x + 14, legend_y + 14], fill=colour)
+        draw.text((legend_x + 20, legend_y), method, fill=(0, 0, 0))
     return image
