@@ -70,8 +70,10 @@ class FrontierMethod:
         return "erase scale" if self.kind == "uce" else "steps"
 
 
-STEP_GRID: tuple[int, ...] = (30, 90, 270)
-"""The step counts every trained method is measured at (one run each, snapshotted)."""
+ESD_STEPS: tuple[int, ...] = (10, 30, 90, 270)
+RECARE_STEPS: tuple[int, ...] = (30, 90, 180, 270)
+"""Step counts measured (snapshots of one run each). Both grids are 4 points spanning each method's own descent
+(plain ESD is past target 0.10 after 30 steps here, stage 2 is slower); neither is a tuned setting."""
 SHARED_LR = 6e-5
 """One learning rate for every trained method: plain ESD's best stable rate in this world (cpu_6: 1e-4
 collapses); three times the reference's stage-2 rate, so that stage 2 reaches matched erasure within the grid."""
@@ -79,20 +81,20 @@ collapses); three times the reference's stage-2 rate, so that stage 2 reaches ma
 FRONTIER_METHODS: tuple[FrontierMethod, ...] = (
     FrontierMethod("original", "original", (0,)),
     # Plain ESD at its own paper's guidance (eta = 1, s = 3).
-    FrontierMethod("esd", "esd", STEP_GRID, lr=SHARED_LR, overrides={"negative_guidance": 3.0}),
+    FrontierMethod("esd", "esd", ESD_STEPS, lr=SHARED_LR, overrides={"negative_guidance": 3.0}),
     # ReCARE at the reference stage-2 target (erase weight S + 1 = 3, anchor S - 1 = 1).
-    FrontierMethod("recare", "recare", STEP_GRID, lr=SHARED_LR),
+    FrontierMethod("recare", "recare", RECARE_STEPS, lr=SHARED_LR),
     # ReCARE with the lighter target the audit of issue 13 pointed to: erase weight 1, tokens at half weight.
-    FrontierMethod("recare_tuned", "recare", STEP_GRID, lr=SHARED_LR,
+    FrontierMethod("recare_tuned", "recare", RECARE_STEPS, lr=SHARED_LR,
                    overrides={"erase_target_weight": 1.0, "adversarial_weight": 0.5}),
     # ReCARE (reference target) given the world's true CARE-set.
-    FrontierMethod("recare_true_careset", "recare", STEP_GRID, lr=SHARED_LR, care_set="true"),
+    FrontierMethod("recare_true_careset", "recare", RECARE_STEPS, lr=SHARED_LR, care_set="true"),
     # ReCARE (reference target) with AGE's adaptive anchor over the built CARE-set.
-    FrontierMethod("recare_age", "recare", STEP_GRID, lr=SHARED_LR, overrides={"anchor_mode": "age"}),
+    FrontierMethod("recare_age", "recare", RECARE_STEPS, lr=SHARED_LR, overrides={"anchor_mode": "age"}),
     # ReCARE (reference target) with DoCo's gradient surgery between erase and retain gradients.
-    FrontierMethod("recare_doco", "recare", STEP_GRID, lr=SHARED_LR, overrides={"doco_surgery": True}),
-    # UCE's closed-form edit preserving the built CARE-set, at three erase scales.
-    FrontierMethod("uce", "uce", (1, 4, 16)),
+    FrontierMethod("recare_doco", "recare", RECARE_STEPS, lr=SHARED_LR, overrides={"doco_surgery": True}),
+    # UCE's closed-form edit preserving the built CARE-set, at four erase scales.
+    FrontierMethod("uce", "uce", (1, 4, 16, 64)),
 )
 METHOD_NAMES: tuple[str, ...] = tuple(m.name for m in FRONTIER_METHODS)
 
