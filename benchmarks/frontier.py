@@ -4,6 +4,7 @@
 ``benchmarks/results/frontier/<world>/``; present ones are skipped. One worker process per seed (one thread).
 
     OMP_NUM_THREADS=1 python benchmarks/frontier.py run --seeds 0 1 2 3 4 --jobs 2
+    OMP_NUM_THREADS=1 python benchmarks/frontier.py run --world partial --seeds 0 1 2 3 4 --jobs 2
     python benchmarks/frontier.py summary      # table (CARE at matched target rates), plot, from what is there
 """
 
@@ -19,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recare_core.toyworld.default import DEFAULT_WEIGHTS_DIR, load_world  # noqa: E402
+from recare_core.toyworld.default import WORLD_WEIGHTS_DIRS, load_world, world_weights_dir  # noqa: E402
 from recare_core.toyworld.frontier import (  # noqa: E402
     FRONTIER_METHODS,
     METHOD_NAMES,
@@ -54,8 +55,9 @@ def run_seed(job: tuple[Path, Path, FrontierSettings, tuple[str, ...], int]) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["run", "summary"])
-    parser.add_argument("--world", default="cooccurrence", help="name of the toy world (results sub-folder)")
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS_DIR, help="trained toy-world folder")
+    parser.add_argument("--world", default="cooccurrence", choices=sorted(WORLD_WEIGHTS_DIRS),
+                        help="the shipped toy world to run in (also the results sub-folder)")
+    parser.add_argument("--weights", type=Path, help="another trained folder of that world (default: the shipped)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--methods", nargs="+", choices=METHOD_NAMES, default=list(METHOD_NAMES))
     parser.add_argument("--jobs", type=int, default=2, help="seeds run in parallel (one CPU thread each)")
@@ -65,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     folder = args.out / args.world
     if args.command == "run":
         settings = FrontierSettings(images=args.images)
-        jobs = [(args.weights, folder, settings, tuple(args.methods), seed) for seed in args.seeds]
+        weights = args.weights or world_weights_dir(args.world)
+        jobs = [(weights, folder, settings, tuple(args.methods), seed) for seed in args.seeds]
         with multiprocessing.get_context("spawn").Pool(max(1, min(args.jobs, len(jobs)))) as pool:
             written = sum(pool.imap_unordered(run_seed, jobs))
         print(f"wrote {written} result files under {folder}")

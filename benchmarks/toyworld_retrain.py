@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from recare_core.safe_files import new_numbered_folder  # noqa: E402
 from recare_core.toyworld.default import CHECKER_FILE, CLIP_DIR, CLIP_FILE, DEFAULT_WEIGHTS_DIR, T2I_FILE, \
     load_report  # noqa: E402
-from recare_core.toyworld.train import PARTS, train_world  # noqa: E402
+from recare_core.toyworld.train import PARTS, WorldTraining, train_world  # noqa: E402
 
 PART_FILES = {"checker": CHECKER_FILE, "clip": f"{CLIP_DIR}/{CLIP_FILE}", "t2i": T2I_FILE}
 # (report path, label) of every quality figure compared, by part.
@@ -68,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = new_numbered_folder(args.out, "retrain")
     torch.set_num_threads(1)
     start = time.perf_counter()
-    fresh = train_world(folder, parts, shipped["seed"], shipped["checker"]["steps"], shipped["clip"]["config"]["steps"],
-                        shipped["t2i"]["config"]["steps"])
+    fresh = train_world(folder, parts, WorldTraining.from_report(shipped))
     print(f"\nretrained {', '.join(parts)} in {time.perf_counter() - start:.0f} s into {folder}")
     print(f"{'figure':48s} {'shipped':>8s} {'fresh':>8s} {'diff':>8s}")
     for part in parts:

@@ -19,6 +19,11 @@ from .toy_model import ToyTextToImage
 from .checkers import AttributeChecker
 
 DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WORLD_WEIGHTS_DIRS: dict[str, Path] = {"cooccurrence": DEFAULT_WEIGHTS_DIR,
+                                       "partial": Path(__file__).resolve().parent / "weights_partial"}
+"""The trained toy worlds the pack ships, by world name (:data:`~.world.WORLDS`): the original co-occurrence
+world (stripes only on circles) and the fairer partial one (stripes elsewhere too, a checker that can answer
+``none``, a UNet with pooled text conditioning, a CLIP trained against more vocabulary)."""
 T2I_FILE = "toy_t2i.safetensors"
 CLIP_DIR = "clip"
 CLIP_FILE = "open_clip_model.safetensors"
@@ -73,6 +78,13 @@ def has_weights(directory: str | Path = DEFAULT_WEIGHTS_DIR) -> bool:
     """Whether ``directory`` holds every file of a trained toy world."""
     root = Path(directory)
     return all((root / name).is_file() for name in (T2I_FILE, f"{CLIP_DIR}/{CLIP_FILE}", CHECKER_FILE, REPORT_FILE))
+
+
+def world_weights_dir(name: str) -> Path:
+    """The weights folder of the shipped world ``name``."""
+    if name not in WORLD_WEIGHTS_DIRS:
+        raise ToyWorldMissingError(f"No shipped toy world '{name}'; the pack ships: {', '.join(WORLD_WEIGHTS_DIRS)}.")
+    return WORLD_WEIGHTS_DIRS[name]
 
 
 def load_world(directory: str | Path = DEFAULT_WEIGHTS_DIR) -> ToyWorldModels:

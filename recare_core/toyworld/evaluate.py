@@ -72,12 +72,14 @@ def utility_cases() -> list[PromptCase]:
     return cases
 
 
-def quality_cases(count: int = 32, seed: int = 1234, image_size: int = 16) -> list[PromptCase]:
-    """Full descriptions of ``count`` random scenes of the co-occurrence world (striped circles included)."""
+def quality_cases(count: int = 32, seed: int = 1234, image_size: int = 16, striped_elsewhere: float = 0.0
+                  ) -> list[PromptCase]:
+    """Full descriptions of ``count`` random scenes of the co-occurrence world (striped circles included; partial
+    with ``striped_elsewhere`` > 0)."""
     rng = np.random.default_rng(seed)
     cases = []
     for _ in range(count):
-        scene = sample_scene(rng, image_size, cooccurrence=True)
+        scene = sample_scene(rng, image_size, cooccurrence=True, striped_elsewhere=striped_elsewhere)
         cases.append(PromptCase(describe(scene), scene.attributes()))
     return cases
 

@@ -50,6 +50,7 @@ class ToyModelConfig:
     num_train_timesteps: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 0.02
+    pooled_context: bool = False  # also add the context's mean (projected) to the timestep embedding
 
     def __post_init__(self) -> None:
         factor = 2 ** (len(self.channel_mult) - 1)

@@ -166,6 +166,8 @@ class ToyUNet(nn.Module):
         heads = config.num_heads
         self.model_channels = mc
         self.time_embed = nn.Sequential(nn.Linear(mc, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim))
+        # Global conditioning for global attributes (shape): the mean context row, as SDXL adds its pooled text.
+        self.context_embed = nn.Linear(ctx, temb_dim) if config.pooled_context else None
         self.conv_in = nn.Conv2d(config.in_channels, mc, 3, padding=1)
         skip_channels, channels = [mc], mc
         self.down_blocks = nn.ModuleList()
@@ -188,6 +190,8 @@ class ToyUNet(nn.Module):
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         temb = self.time_embed(timestep_embedding(timesteps, self.model_channels).to(x.dtype))
+        if self.context_embed is not None:
+            temb = temb + self.context_embed(context.mean(dim=1))
         h = self.conv_in(x)
         skips = [h]
         for block in self.down_blocks:

@@ -61,6 +61,7 @@ class ClipTrainConfig:
     weight_decay: float = 0.0
     caption_style: CaptionStyle = field(default_factory=CaptionStyle)
     distractor_words: int = 256
+    striped_elsewhere: float = 0.0  # > 0: the partial co-occurrence world (world.WORLDS)
     seed: int = 0
     log_every: int = 100
 
@@ -148,7 +149,8 @@ def train_clip(config: ClipTrainConfig | None = None, progress: ProgressCallback
         lr *= 0.5 * (1 + math.cos(math.pi * step / config.steps)) if step >= config.warmup_steps else 1.0
         for group in optimizer.param_groups:
             group["lr"] = lr
-        scenes = [sample_scene(rng, size, cooccurrence=True) for _ in range(config.batch_size)]
+        scenes = [sample_scene(rng, size, cooccurrence=True, striped_elsewhere=config.striped_elsewhere)
+                  for _ in range(config.batch_size)]
         captions = [random_caption(scene, rng, config.caption_style) for scene in scenes]
         image_features = F.normalize(model.encode_image(clip.preprocess_images(render_batch(scenes, size))), dim=-1)
         text_features = F.normalize(model.encode_text(clip.tokenize(captions)), dim=-1)

@@ -45,6 +45,7 @@ class TextToImageTrainConfig:
     ema_decay: float = 0.999
     caption_dropout: float = 0.1
     caption_style: CaptionStyle = field(default_factory=CaptionStyle)
+    striped_elsewhere: float = 0.0  # > 0: the partial co-occurrence world (world.WORLDS)
     seed: int = 0
     log_every: int = 50
 
@@ -72,7 +73,8 @@ def learning_rate(step: int, config: TextToImageTrainConfig) -> float:
 def training_batch(rng: np.random.Generator, config: TextToImageTrainConfig) -> tuple[torch.Tensor, list[str]]:
     """Fresh co-occurrence-world renders ``(B, H, W, 3)`` and their captions (some dropped to ``""``)."""
     size = config.model.image_size
-    scenes = [sample_scene(rng, size, cooccurrence=True) for _ in range(config.batch_size)]
+    scenes = [sample_scene(rng, size, cooccurrence=True, striped_elsewhere=config.striped_elsewhere)
+              for _ in range(config.batch_size)]
     captions = ["" if rng.random() < config.caption_dropout else random_caption(scene, rng, config.caption_style)
                 for scene in scenes]
     return render_batch(scenes, size), captions

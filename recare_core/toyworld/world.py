@@ -6,6 +6,9 @@ Two scene distributions share one renderer:
   the target texture ``striped`` appears only on circles, and circles also appear plain or dotted;
 * the **full world** (``cooccurrence=False``) with every combination, used only to train the attribute checkers,
   so that they recognise stripes on any shape (an erased model may draw them anywhere).
+
+A co-occurrence world may be *partial* (``striped_elsewhere`` > 0): the other shapes are then striped that share
+of the time too, so the target co-occurs with circles often but not always (:data:`WORLDS` names the variants).
 """
 
 from __future__ import annotations
@@ -66,23 +69,48 @@ class Scene:
         return asdict(self)
 
 
-def textures_allowed(shape: str, cooccurrence: bool) -> tuple[str, ...]:
-    """Textures a shape can have: in the co-occurrence world only circles can be striped."""
-    if cooccurrence and shape != CARE_VALUE:
+WORLDS: dict[str, float] = {"cooccurrence": 0.0, "partial": 0.1}
+"""The co-occurrence worlds by name, each with its ``striped_elsewhere``: ``cooccurrence`` (stripes only on
+circles) and ``partial`` (squares, triangles and diamonds striped a tenth of the time; about half of the striped
+scenes are then circles)."""
+
+
+def check_striped_elsewhere(value: float) -> float:
+    if not 0.0 <= value < 1.0:
+        raise WorldError(f"striped_elsewhere is a probability below 1, got {value}.")
+    return float(value)
+
+
+def textures_allowed(shape: str, cooccurrence: bool, striped_elsewhere: float = 0.0) -> tuple[str, ...]:
+    """Textures a shape can have: in the co-occurrence world only circles can be striped (other shapes too
+    when it is partial)."""
+    if cooccurrence and shape != CARE_VALUE and not striped_elsewhere:
         return tuple(t for t in TEXTURES if t != TARGET_VALUE)
     return TEXTURES
 
 
+def _draw_texture(rng: np.random.Generator, shape: str, cooccurrence: bool, striped_elsewhere: float) -> str:
+    if cooccurrence and shape != CARE_VALUE and striped_elsewhere:
+        if rng.random() < striped_elsewhere:
+            return TARGET_VALUE
+        others = tuple(t for t in TEXTURES if t != TARGET_VALUE)
+        return others[rng.integers(len(others))]
+    allowed = textures_allowed(shape, cooccurrence)
+    return allowed[rng.integers(len(allowed))]
+
+
 def sample_scene(rng: np.random.Generator, image_size: int, cooccurrence: bool = True,
-                 **fixed: str) -> Scene:
-    """A random scene; ``fixed`` pins attributes (``shape="circle"``). In the co-occurrence world a pinned
-    combination that cannot occur (a striped square) raises :class:`WorldError`."""
+                 striped_elsewhere: float = 0.0, **fixed: str) -> Scene:
+    """A random scene; ``fixed`` pins attributes (``shape="circle"``). In the co-occurrence world (partial with
+    ``striped_elsewhere`` > 0, see :data:`WORLDS`) a pinned combination that cannot occur (a striped square)
+    raises :class:`WorldError`."""
     unknown = set(fixed) - set(ATTRIBUTES)
     if unknown:
         raise WorldError(f"Unknown attribute(s) {sorted(unknown)}; choose among {list(ATTRIBUTES)}.")
+    striped_elsewhere = check_striped_elsewhere(striped_elsewhere)
     shape = fixed.get("shape") or SHAPES[rng.integers(len(SHAPES))]
-    allowed = textures_allowed(shape, cooccurrence)
-    texture = fixed.get("texture") or allowed[rng.integers(len(allowed))]
+    allowed = textures_allowed(shape, cooccurrence, striped_elsewhere)
+    texture = fixed.get("texture") or _draw_texture(rng, shape, cooccurrence, striped_elsewhere)
     if texture not in allowed:
         raise WorldError(f"A {texture} {shape} does not occur in the co-occurrence world.")
     colour = fixed.get("colour") or COLOURS[rng.integers(len(COLOURS))]
