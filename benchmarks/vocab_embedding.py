@@ -20,7 +20,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recare_core.careset.clip_model import CareClip, load_care_clip  # noqa: E402
+from recare_core.careset.clip_loading import load_care_clip  # noqa: E402
+from recare_core.careset.clip_model import CareClip  # noqa: E402
 from recare_core.careset.vocabulary import vocabulary_embeddings  # noqa: E402
 
 

@@ -9,7 +9,7 @@ from comfy_api.v0_0_2 import io
 import comfy.model_management
 import folder_paths
 
-from ..recare_core.careset.clip_model import (
+from ..recare_core.careset.clip_loading import (
     CONFIG_FILE_NAME,
     FROM_CONFIG,
     clip_architectures,

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from recare_core.careset.build import (
-    KEPT,
     CareSet,
     CareSetInputError,
     CareSetSettings,
     build_care_set,
 )
 from recare_core.careset.plot import render_cluster_map
+from recare_core.careset.selection import KEPT
 from tiny_models import build_tiny_care_clip
 from recare_core.progress import Interrupted
 

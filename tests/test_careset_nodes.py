@@ -15,7 +15,7 @@ import torch
 
 from comfy_harness import txt2img_graph
 from recare_core.careset.io import load_care_set
-from recare_core.careset.clip_model import FROM_CONFIG
+from recare_core.careset.clip_loading import FROM_CONFIG
 from tiny_models import save_tiny_care_clip
 from recare_core.careset.vocabulary import CACHE_ENV_VAR
 

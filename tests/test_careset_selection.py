@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recare_core.careset.build import (
+from recare_core.careset.selection import (
     CareSetInputError,
     leave_one_out_outliers,
     rank_clusters,

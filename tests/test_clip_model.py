@@ -5,13 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recare_core.careset.clip_model import (
-    FROM_CONFIG,
-    CareClipInputError,
-    ClipWeightsError,
-    decode_bpe_entry,
-    load_care_clip,
-)
+from recare_core.careset.clip_model import CareClipInputError, ClipWeightsError, decode_bpe_entry
+from recare_core.careset.clip_loading import FROM_CONFIG, load_care_clip
 from tiny_models import build_tiny_care_clip, save_tiny_care_clip
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 from safetensors import safe_open
 
 from family_fixtures import FAMILY_CHECKPOINTS
-from recare_core.careset.clip_model import FROM_CONFIG
+from recare_core.careset.clip_loading import FROM_CONFIG
 from tiny_models import save_tiny_care_clip
 from recare_core.careset.vocabulary import CACHE_ENV_VAR
 from recare_core.erasure.io import load_erasure

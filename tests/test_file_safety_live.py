@@ -21,7 +21,7 @@ import torch
 
 from comfy_harness import GraphError, unchanged
 from test_unlearn_node import _unlearn_graph as unlearn_graph
-from recare_core.careset.clip_model import FROM_CONFIG
+from recare_core.careset.clip_loading import FROM_CONFIG
 from tiny_models import save_tiny_care_clip
 from recare_core.careset.vocabulary import CACHE_ENV_VAR
 from recare_core.erasure.increments import Erasure, WeightIncrement

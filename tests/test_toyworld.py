@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from recare_core.careset.clip_model import FROM_CONFIG, load_care_clip
+from recare_core.careset.clip_loading import FROM_CONFIG, load_care_clip
 from recare_core.progress import Interrupted
 from recare_core.toyworld.toy_model import ToyModelConfig, word_token_ids
 from recare_core.toyworld.checkers import AttributeChecker, CheckerConfig, checker_accuracy, degrade

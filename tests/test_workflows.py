@@ -19,7 +19,7 @@ from safetensors import safe_open
 
 from comfy_harness import PACK_ROOT, TINY_CHECKPOINT_NAME
 from recare_core.careset.io import load_care_set
-from recare_core.careset.clip_model import FROM_CONFIG
+from recare_core.careset.clip_loading import FROM_CONFIG
 from tiny_models import save_tiny_care_clip
 from recare_core.erasure.io import load_erasure
 from recare_core.careset.vocabulary import CACHE_ENV_VAR

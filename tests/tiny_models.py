@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from recare_core.careset.clip_model import CONFIG_FILE_NAME, CareClip
+from recare_core.careset.clip_model import CareClip
+from recare_core.careset.clip_loading import CONFIG_FILE_NAME
 from recare_core.toyworld.toy_model import ToyModelConfig, ToyTextToImage
 
 

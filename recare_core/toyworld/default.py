@@ -14,7 +14,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..careset.clip_model import FROM_CONFIG, CareClip, load_care_clip
+from ..careset.clip_model import CareClip
+from ..careset.clip_loading import FROM_CONFIG, load_care_clip
 from .toy_model import ToyTextToImage
 from .checkers import AttributeChecker
 

@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from ..progress import ProgressCallback, StopCallback, check_stop
-from ..careset.clip_model import CONFIG_FILE_NAME, CareClip
+from ..careset.clip_model import CareClip
+from ..careset.clip_loading import CONFIG_FILE_NAME
 from .render import render_batch
 from .world import CaptionStyle, random_caption, sample_scene, vocabulary_words
 
