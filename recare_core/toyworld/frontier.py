@@ -70,10 +70,11 @@ class FrontierMethod:
         return "erase scale" if self.kind == "uce" else "steps"
 
 
-ESD_STEPS: tuple[int, ...] = (10, 30, 90, 270)
-RECARE_STEPS: tuple[int, ...] = (30, 90, 180, 270)
-"""Step counts measured (snapshots of one run each). Both grids are 4 points spanning each method's own descent
-(plain ESD is past target 0.10 after 30 steps here, stage 2 is slower); neither is a tuned setting."""
+STEPS: tuple[int, ...] = (10, 30, 90, 270)
+TUNED_STEPS: tuple[int, ...] = (30, 90, 180, 270)
+"""Step counts measured (snapshots of one run each), 4 points spanning each method's own descent: ESD and stage 2
+at the reference target are past target 0.10 after about 30 steps here, the lighter ``recare_tuned`` target
+descends later. Measurement points, not tuned settings."""
 SHARED_LR = 6e-5
 """One learning rate for every trained method: plain ESD's best stable rate in this world (cpu_6: 1e-4
 collapses); three times the reference's stage-2 rate, so that stage 2 reaches matched erasure within the grid."""
@@ -81,18 +82,18 @@ collapses); three times the reference's stage-2 rate, so that stage 2 reaches ma
 FRONTIER_METHODS: tuple[FrontierMethod, ...] = (
     FrontierMethod("original", "original", (0,)),
     # Plain ESD at its own paper's guidance (eta = 1, s = 3).
-    FrontierMethod("esd", "esd", ESD_STEPS, lr=SHARED_LR, overrides={"negative_guidance": 3.0}),
+    FrontierMethod("esd", "esd", STEPS, lr=SHARED_LR, overrides={"negative_guidance": 3.0}),
     # ReCARE at the reference stage-2 target (erase weight S + 1 = 3, anchor S - 1 = 1).
-    FrontierMethod("recare", "recare", RECARE_STEPS, lr=SHARED_LR),
+    FrontierMethod("recare", "recare", STEPS, lr=SHARED_LR),
     # ReCARE with the lighter target the audit of issue 13 pointed to: erase weight 1, tokens at half weight.
-    FrontierMethod("recare_tuned", "recare", RECARE_STEPS, lr=SHARED_LR,
+    FrontierMethod("recare_tuned", "recare", TUNED_STEPS, lr=SHARED_LR,
                    overrides={"erase_target_weight": 1.0, "adversarial_weight": 0.5}),
     # ReCARE (reference target) given the world's true CARE-set.
-    FrontierMethod("recare_true_careset", "recare", RECARE_STEPS, lr=SHARED_LR, care_set="true"),
+    FrontierMethod("recare_true_careset", "recare", STEPS, lr=SHARED_LR, care_set="true"),
     # ReCARE (reference target) with AGE's adaptive anchor over the built CARE-set.
-    FrontierMethod("recare_age", "recare", RECARE_STEPS, lr=SHARED_LR, overrides={"anchor_mode": "age"}),
+    FrontierMethod("recare_age", "recare", STEPS, lr=SHARED_LR, overrides={"anchor_mode": "age"}),
     # ReCARE (reference target) with DoCo's gradient surgery between erase and retain gradients.
-    FrontierMethod("recare_doco", "recare", RECARE_STEPS, lr=SHARED_LR, overrides={"doco_surgery": True}),
+    FrontierMethod("recare_doco", "recare", STEPS, lr=SHARED_LR, overrides={"doco_surgery": True}),
     # UCE's closed-form edit preserving the built CARE-set, at four erase scales.
     FrontierMethod("uce", "uce", (1, 4, 16, 64)),
 )
