@@ -13,6 +13,8 @@ from PIL import Image, ImageDraw
 from scipy import stats
 
 MATCHED_TARGETS: tuple[float, ...] = (0.10, 0.05)
+MATCHED_ATTACKS: tuple[float, ...] = (0.30, 0.10)
+"""Attack rates at which CARE is also compared: robustness is what ReCARE adds over ESD."""
 RATES: tuple[str, ...] = ("target_rate", "adversarial_rate", "care_rate", "utility")
 COLOURS: tuple[tuple[int, int, int], ...] = ((90, 90, 90), (214, 39, 40), (31, 119, 180), (44, 160, 44),
                                              (148, 103, 189), (255, 127, 14), (140, 86, 75), (23, 190, 207))
@@ -43,12 +45,12 @@ def curves(results: Sequence[dict], method: str) -> dict[int, list[dict]]:
     return out
 
 
-def at_matched_target(curve: Sequence[dict], level: float) -> dict[str, float] | None:
-    """Rates where the curve (in step order) first comes down to target rate ``level``, linearly interpolated
-    in the target rate between the two settings around it; ``None`` when it never does."""
+def at_matched_target(curve: Sequence[dict], level: float, rate: str = "target_rate") -> dict[str, float] | None:
+    """Rates where the curve (in step order) first comes down to ``rate`` (target rate by default) ``level``,
+    linearly interpolated in that rate between the two settings around it; ``None`` when it never does."""
     for before, after in zip(curve, curve[1:]):
-        if before["target_rate"] > level >= after["target_rate"]:
-            share = (before["target_rate"] - level) / (before["target_rate"] - after["target_rate"])
+        if before[rate] > level >= after[rate]:
+            share = (before[rate] - level) / (before[rate] - after[rate])
             return {k: before[k] + share * (after[k] - before[k]) for k in RATES}
     return None
 
@@ -71,9 +73,9 @@ def _cell(values: Sequence[float], seeds: int) -> str:
     return f"{mean:.2f}{spread}{reached}"
 
 
-def _matched(results: Sequence[dict], method: str, level: float) -> dict[int, dict[str, float]]:
-    """``{seed: rates at target rate level}`` for the seeds whose curve of ``method`` reaches ``level``."""
-    found = {seed: at_matched_target(curve, level) for seed, curve in curves(results, method).items()}
+def _matched(results: Sequence[dict], method: str, level: float, rate: str) -> dict[int, dict[str, float]]:
+    """``{seed: rates at rate level}`` for the seeds whose curve of ``method`` reaches ``level``."""
+    found = {seed: at_matched_target(curve, level, rate) for seed, curve in curves(results, method).items()}
     return {seed: rates for seed, rates in found.items() if rates}
 
 
@@ -81,26 +83,39 @@ def _setting(record: dict) -> str:
     return f"erase scale {record['steps']}" if record.get("kind") == "uce" else f"{record['steps']} steps"
 
 
-def matched_table(results: Sequence[dict], methods: Sequence[str], baseline: str = "esd") -> str:
-    """Markdown: CARE, attack and utility at matched target rates per method, CARE's paired difference to
-    ``baseline`` (same seeds, both matched), then every setting's means."""
-    columns = [f"{what} @ target {level:.2f}" for level in MATCHED_TARGETS
-               for what in ("CARE ↑", f"CARE − {baseline}", "attack ↓", "utility ↑")]
+def _matched_block(results: Sequence[dict], methods: Sequence[str], baseline: str, rate: str, label: str,
+                   levels: Sequence[float], shown: Sequence[str]) -> list[str]:
+    columns = [f"{what} @ {label} {level:.2f}" for level in levels
+               for what in ("CARE ↑", f"CARE − {baseline}", *(RATE_LABELS[key] for key in shown))]
     lines = ["| method | seeds | " + " | ".join(columns) + " |", "|" + "---|" * (2 + len(columns))]
     for method in methods:
         if method == "original":
             continue
         seeds = len(curves(results, method))
         cells = []
-        for level in MATCHED_TARGETS:
-            matched, reference = _matched(results, method, level), _matched(results, baseline, level)
+        for level in levels:
+            matched, reference = _matched(results, method, level, rate), _matched(results, baseline, level, rate)
             paired = [matched[s]["care_rate"] - reference[s]["care_rate"] for s in matched if s in reference]
             cells.append(_cell([m["care_rate"] for m in matched.values()], seeds))
             cells.append("—" if method == baseline else _cell(paired, seeds))
-            cells += [_cell([m[key] for m in matched.values()], seeds) for key in ("adversarial_rate", "utility")]
+            cells += [_cell([m[key] for m in matched.values()], seeds) for key in shown]
         lines.append(f"| {method} | {seeds} | " + " | ".join(cells) + " |")
+    return lines
+
+
+RATE_LABELS = {"target_rate": "target ↓", "adversarial_rate": "attack ↓", "utility": "utility ↑"}
+
+
+def matched_table(results: Sequence[dict], methods: Sequence[str], baseline: str = "esd") -> str:
+    """Markdown: CARE (and the other rates) at matched target rates per method, then at matched attack rates,
+    CARE's paired difference to ``baseline`` (same seeds, both matched), then every setting's means."""
+    lines = _matched_block(results, methods, baseline, "target_rate", "target", MATCHED_TARGETS,
+                           ("adversarial_rate", "utility"))
+    lines.append("")
+    lines += _matched_block(results, methods, baseline, "adversarial_rate", "attack", MATCHED_ATTACKS,
+                            ("target_rate", "utility"))
     lines.append("\nmean ± half-width of the 95 % Student-t interval over seeds (each seed's curve interpolated "
-                 "linearly in the target rate between the two settings around the level; the original model is "
+                 "linearly in the matched rate between the two settings around the level; the original model is "
                  f"every curve's first point); CARE − {baseline}: the difference on the same seed, over the seeds "
                  "where both curves reach the level")
     lines += ["", "| method | setting | seeds | target ↓ | attack ↓ | CARE ↑ | utility ↑ |",
