@@ -276,3 +276,25 @@ def test_compare_methods_workflow_runs(server, object_info, care_set_run):
         width = (stitched.shape[1] - 32) // 3  # original | 16 px | ESD | 16 px | UCE
         original, esd, uce = stitched[:, :width], stitched[:, width + 16:2 * width + 16], stitched[:, -width:]
         assert np.abs(original - esd).max() > 0 and np.abs(original - uce).max() > 0
+
+
+def test_sdxl_style_erasure_workflow_runs_on_a_tiny_sdxl_checkpoint(family_server, object_info):
+    """The SDXL workflow as shipped (LoRA update, gradient checkpointing on), shrunk, on a checkpoint ComfyUI
+    detects as SDXL: the CARE-set is built and saved, the erasure is trained and saved, and the erased image
+    differs from the original one."""
+    from family_fixtures import FAMILY_CHECKPOINTS
+
+    api = tiny_api(SDXL_WORKFLOW, object_info, batch=2, chunk=1)
+    _set(api, "CheckpointLoaderSimple", ckpt_name=FAMILY_CHECKPOINTS["sdxl"])
+    _set(api, "SaveErasure", filename_prefix="recare/sdxl_workflow_test")
+    entry = family_server.run_graph(api, timeout=1800)
+    assert "saved" in _ui_text(entry, _node_id(api, "SaveCARESet"))
+    saved = re.search(r"Saved (\S+\.safetensors)", _ui_text(entry, _node_id(api, "SaveErasure"))).group(1)
+    erasure = load_erasure(family_server.base_dir / "models" / "loras" / saved)
+    assert erasure.concept == "Van Gogh" and erasure.increments
+    assert erasure.metadata["settings"]["update"] == "lora" and erasure.metadata["settings"]["gradient_checkpointing"]
+    assert erasure.metadata["base_model"] == "KOALA_700M"  # the tiny SDXL-family checkpoint's detected model
+    (path,) = family_server.output_files(entry, _node_id(api, "SaveImage"))
+    stitched = np.asarray(Image.open(path).convert("RGB")).astype(np.int16)
+    half = (stitched.shape[1] - 16) // 2
+    assert np.abs(stitched[:, :half] - stitched[:, -half:]).max() > 0

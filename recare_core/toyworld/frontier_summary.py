@@ -73,7 +73,7 @@ def _cell(values: Sequence[float], seeds: int) -> str:
     return f"{mean:.2f}{spread}{reached}"
 
 
-def _matched(results: Sequence[dict], method: str, level: float, rate: str) -> dict[int, dict[str, float]]:
+def matched_rates(results: Sequence[dict], method: str, level: float, rate: str) -> dict[int, dict[str, float]]:
     """``{seed: rates at rate level}`` for the seeds whose curve of ``method`` reaches ``level``."""
     found = {seed: at_matched_target(curve, level, rate) for seed, curve in curves(results, method).items()}
     return {seed: rates for seed, rates in found.items() if rates}
@@ -94,7 +94,8 @@ def _matched_block(results: Sequence[dict], methods: Sequence[str], baseline: st
         seeds = len(curves(results, method))
         cells = []
         for level in levels:
-            matched, reference = _matched(results, method, level, rate), _matched(results, baseline, level, rate)
+            matched = matched_rates(results, method, level, rate)
+            reference = matched_rates(results, baseline, level, rate)
             paired = [matched[s]["care_rate"] - reference[s]["care_rate"] for s in matched if s in reference]
             cells.append(_cell([m["care_rate"] for m in matched.values()], seeds))
             cells.append("—" if method == baseline else _cell(paired, seeds))
