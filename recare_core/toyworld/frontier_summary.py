@@ -14,6 +14,7 @@ from scipy import stats
 
 MATCHED_TARGETS: tuple[float, ...] = (0.10, 0.05)
 MATCHED_ATTACKS: tuple[float, ...] = (0.30, 0.10)
+RATE_LABELS = {"target_rate": "target ↓", "adversarial_rate": "attack ↓", "utility": "utility ↑"}
 """Attack rates at which CARE is also compared: robustness is what ReCARE adds over ESD."""
 RATES: tuple[str, ...] = ("target_rate", "adversarial_rate", "care_rate", "utility")
 COLOURS: tuple[tuple[int, int, int], ...] = ((90, 90, 90), (214, 39, 40), (31, 119, 180), (44, 160, 44),
@@ -88,23 +89,20 @@ def _matched_block(results: Sequence[dict], methods: Sequence[str], baseline: st
     columns = [f"{what} @ {label} {level:.2f}" for level in levels
                for what in ("CARE ↑", f"CARE − {baseline}", *(RATE_LABELS[key] for key in shown))]
     lines = ["| method | seeds | " + " | ".join(columns) + " |", "|" + "---|" * (2 + len(columns))]
+    references = {level: matched_rates(results, baseline, level, rate) for level in levels}
     for method in methods:
         if method == "original":
             continue
         seeds = len(curves(results, method))
         cells = []
         for level in levels:
-            matched = matched_rates(results, method, level, rate)
-            reference = matched_rates(results, baseline, level, rate)
+            matched, reference = matched_rates(results, method, level, rate), references[level]
             paired = [matched[s]["care_rate"] - reference[s]["care_rate"] for s in matched if s in reference]
             cells.append(_cell([m["care_rate"] for m in matched.values()], seeds))
             cells.append("—" if method == baseline else _cell(paired, seeds))
             cells += [_cell([m[key] for m in matched.values()], seeds) for key in shown]
         lines.append(f"| {method} | {seeds} | " + " | ".join(cells) + " |")
     return lines
-
-
-RATE_LABELS = {"target_rate": "target ↓", "adversarial_rate": "attack ↓", "utility": "utility ↑"}
 
 
 def matched_table(results: Sequence[dict], methods: Sequence[str], baseline: str = "esd") -> str:
