@@ -9,10 +9,11 @@ from comfy_api.v0_0_2 import io, ui
 
 import folder_paths
 
-from ..recare_core.careset.build import CONCEPT_TYPES, CareSetSettings, build_care_set
+from ..recare_core.careset.build import CONCEPT_TYPES, CareSetSettings, build_care_set, parse_word_list
 from ..recare_core.careset.io import FORMATS, load_care_set, save_care_set
 from ..recare_core.careset.plot import render_cluster_map
 from ..recare_core.safe_files import require_inside
+from .compat import advanced
 from .file_inputs import check_choice
 from .training_context import ComfyProgress, interrupted, stops_as_comfy_interrupt
 from .types import CATEGORY, CareClipType, CareSetType
@@ -68,6 +69,11 @@ class BuildCARESet(io.ComfyNode):
                                  tooltip="Keep only whole English words: drop word pieces, punctuation, numbers, "
                                          "stop words and the reference word, and count plurals as their "
                                          "singular. Off = the raw vocabulary, as the reference implementation."),
+                advanced(io.String.Input(
+                    "candidate_words", default="", multiline=True, optional=True,
+                    tooltip="Optional: only these words (comma- or line-separated) can become CARE words, e.g. a "
+                            "curated list of harmless words. Empty (default, the paper's): every vocabulary word "
+                            "left by word hygiene.")),
             ],
             outputs=[
                 CareSetType.Output(display_name="care_set", tooltip="The CARE words with their anchor and retain "
@@ -81,11 +87,11 @@ class BuildCARESet(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, care_clip, reference_word, concept_type, top_k_per_image, top_n_tokens, n_clusters,
-                k_each_side, alpha, min_cluster_size, seed, word_hygiene) -> io.NodeOutput:
+                k_each_side, alpha, min_cluster_size, seed, word_hygiene, candidate_words: str = "") -> io.NodeOutput:
         check_choice(concept_type, CONCEPT_TYPES, "concept_type")
         care_clip.require_fits(reference_word, "reference_word")
         settings = CareSetSettings(top_k_per_image, top_n_tokens, n_clusters, k_each_side, alpha, min_cluster_size,
-                                   seed, word_hygiene)
+                                   seed, word_hygiene, parse_word_list(candidate_words or ""))
         with stops_as_comfy_interrupt():
             care_set = build_care_set(images, care_clip, reference_word, concept_type, settings,
                                       progress=ComfyProgress(1000), should_stop=interrupted)

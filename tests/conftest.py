@@ -8,11 +8,16 @@ integration tests, and the run's summary names the ComfyUI release they ran agai
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
+from recare_core.careset.vocabulary import CACHE_ENV_VAR
 from comfy_harness import (
     ComfyServer,
     comfyui_version,
@@ -27,6 +32,12 @@ _COMFY_MISSING = (
     "(set COMFYUI_PATH to a ComfyUI 0.3.64 .. 0.33 checkout to run them)"
 )
 _COMFY_USED: list[str] = []  # "0.33.0 at /path" once an integration test has imported ComfyUI
+
+if CACHE_ENV_VAR not in os.environ:
+    # One CLIP-vocabulary cache for the whole run, outside the user's cache dir, removed when the run ends. Live
+    # servers inherit this process's environment, so they use it too.
+    os.environ[CACHE_ENV_VAR] = tempfile.mkdtemp(prefix="recare-test-vocabulary-")
+    atexit.register(shutil.rmtree, os.environ[CACHE_ENV_VAR], True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

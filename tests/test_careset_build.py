@@ -12,6 +12,7 @@ from recare_core.careset.build import (
     CareSetInputError,
     CareSetSettings,
     build_care_set,
+    parse_word_list,
 )
 from recare_core.careset.plot import render_cluster_map
 from recare_core.careset.selection import KEPT
@@ -82,6 +83,24 @@ def test_style_prompts_and_settings(clip, cache_dir, images):
     assert len(care_set.candidates) == 30 and len(care_set.clusters) == 4
     assert care_set.settings["word_hygiene"] is False and "identical once </w> is removed" in care_set.hygiene
     assert care_set.to_reference_json().keys() == {"vangogh_care_word", "vangogh_care_word_painting"}
+
+
+def test_candidate_words_restrict_the_care_set_to_a_given_list(built, clip, cache_dir, images):
+    unrestricted, _ = built
+    allowed = tuple(c.word for c in unrestricted.candidates[:12]) + ("zzqxnotaword",)
+    settings = CareSetSettings(top_k_per_image=5, top_n_tokens=10, n_clusters=3, candidate_words=allowed)
+    care_set = build_care_set(images, clip, "nudity", "object", settings, cache_dir=cache_dir)
+    assert care_set.words and {c.word for c in care_set.candidates} <= set(allowed)
+    assert care_set.hygiene["not in the candidate words"] > 1000
+    assert tuple(care_set.settings["candidate_words"]) == allowed
+    with pytest.raises(CareSetInputError, match="None of the 2 candidate words"):
+        build_care_set(images, clip, "nudity", "object",
+                       dataclasses.replace(settings, candidate_words=("zzqxnotaword", "nudity")), cache_dir=cache_dir)
+
+
+def test_word_lists_are_parsed_from_commas_and_lines():
+    assert parse_word_list(" person, beach\n\nperson ,, sky \n") == ("person", "beach", "sky")
+    assert parse_word_list("") == ()
 
 
 def test_cluster_picture_is_a_comfy_image(built):

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,12 +15,9 @@ from comfy_harness import txt2img_graph
 from recare_core.careset.io import load_care_set
 from recare_core.careset.clip_loading import FROM_CONFIG
 from tiny_models import save_tiny_care_clip
-from recare_core.careset.vocabulary import CACHE_ENV_VAR
 
 pytestmark = pytest.mark.comfy
 
-# The live server inherits this process's environment: keep its vocabulary cache out of the user's cache dir.
-os.environ.setdefault(CACHE_ENV_VAR, tempfile.mkdtemp(prefix="recare-test-vocabulary-"))
 
 TINY_CLIP_FILE = "tiny_care_clip/open_clip_model.safetensors"
 
@@ -61,6 +56,7 @@ def test_nodes_are_registered_with_their_defaults(server):
     assert defaults["top_k_per_image"] == 50 and defaults["top_n_tokens"] == 100 and defaults["n_clusters"] == 7
     assert defaults["k_each_side"] == 1 and defaults["alpha"] == 0.01 and defaults["min_cluster_size"] == 2
     assert defaults["seed"] == 42 and defaults["word_hygiene"] is True
+    assert info["BuildCARESet"]["input"]["optional"]["candidate_words"][1]["default"] == ""
     assert info["BuildCARESet"]["output_name"] == ["care_set", "report", "cluster_map"]
     assert info["SaveCARESet"]["output_node"] is True
 
@@ -122,6 +118,22 @@ def test_a_single_image_is_refused_with_a_clear_message(node_modules):
     with pytest.raises(ValueError, match="single image"):
         careset_nodes.BuildCARESet.execute(images=torch.rand(1, 32, 32, 3), care_clip=build_tiny_care_clip(0),
                                            **_build_inputs())
+
+
+def test_candidate_words_limit_what_the_node_can_keep(node_modules):
+    careset_nodes, _ = node_modules
+    from tiny_models import build_tiny_care_clip
+
+    clip, images = build_tiny_care_clip(0), torch.rand(6, 32, 32, 3, generator=torch.Generator().manual_seed(1))
+    small = dict(top_k_per_image=5, top_n_tokens=10, n_clusters=3)
+    free = careset_nodes.BuildCARESet.execute(images=images, care_clip=clip, **_build_inputs(**small)).args[0]
+    listed = [c.word for c in free.candidates[:6]]
+    limited = careset_nodes.BuildCARESet.execute(
+        images=images, care_clip=clip, **_build_inputs(**small, candidate_words=",\n ".join(listed))).args
+    assert {c.word for c in limited[0].candidates} <= set(listed) and "not in the candidate words" in limited[1]
+    with pytest.raises(ValueError, match="None of the 1 candidate words"):
+        careset_nodes.BuildCARESet.execute(images=images, care_clip=clip,
+                                           **_build_inputs(**small, candidate_words="zzqxnotaword"))
 
 
 def test_a_pretrained_name_with_a_config_architecture_is_refused(node_modules):

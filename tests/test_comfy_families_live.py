@@ -7,8 +7,6 @@ LoraLoaderModelOnly give the in-memory erasure's image exactly, and the learned 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 
 import numpy as np
 import pytest
@@ -18,13 +16,10 @@ from safetensors import safe_open
 from family_fixtures import FAMILY_CHECKPOINTS
 from recare_core.careset.clip_loading import FROM_CONFIG
 from tiny_models import save_tiny_care_clip
-from recare_core.careset.vocabulary import CACHE_ENV_VAR
 from recare_core.erasure.io import load_erasure
 
 pytestmark = [pytest.mark.comfy, pytest.mark.slow]
 
-# The live server inherits this process's environment: keep its vocabulary cache out of the user's cache dir.
-os.environ.setdefault(CACHE_ENV_VAR, tempfile.mkdtemp(prefix="recare-test-vocabulary-"))
 
 TINY_CLIP_FILE = "tiny_care_clip/open_clip_model.safetensors"
 TINY_STEPS = {

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -23,13 +22,11 @@ from comfy_harness import GraphError, unchanged
 from test_unlearn_node import _unlearn_graph as unlearn_graph
 from recare_core.careset.clip_loading import FROM_CONFIG
 from tiny_models import save_tiny_care_clip
-from recare_core.careset.vocabulary import CACHE_ENV_VAR
 from recare_core.erasure.increments import Erasure, WeightIncrement
 from recare_core.erasure.io import save_erasure
 
 pytestmark = pytest.mark.comfy
 
-os.environ.setdefault(CACHE_ENV_VAR, tempfile.mkdtemp(prefix="recare-test-vocabulary-"))
 
 _CARE_SET = {"secretword_care_word": ["A secretword"], "secretword_care_word_photo": ["A photo of secretword"]}
 _PACK_REFUSAL = "not one of the options"

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,6 @@ from recare_core.careset.io import load_care_set
 from recare_core.careset.clip_loading import FROM_CONFIG
 from tiny_models import save_tiny_care_clip
 from recare_core.erasure.io import load_erasure
-from recare_core.careset.vocabulary import CACHE_ENV_VAR
 from workflow_format import (
     FRONTEND_ONLY_TYPES,
     check_workflow,
@@ -33,8 +30,6 @@ from workflow_format import (
 
 pytestmark = pytest.mark.comfy
 
-# The live server inherits this process's environment: keep its vocabulary cache out of the user's cache dir.
-os.environ.setdefault(CACHE_ENV_VAR, tempfile.mkdtemp(prefix="recare-test-vocabulary-"))
 
 WORKFLOW_DIR = PACK_ROOT / "workflows"
 WORKFLOWS = ("1_build_care_set", "2_unlearn", "3_before_after", "4_bake_checkpoint", "5_compare_methods",

@@ -36,7 +36,7 @@ from ..progress import ProgressCallback, StopCallback, check_stop
 from .clip_model import CareClip, check_image_batch
 from .selection import CareSetInputError, REFINED_AWAY, select_care_words
 from .vocabulary import vocabulary_embeddings
-from .word_hygiene import clean_vocabulary
+from .word_hygiene import clean_vocabulary, restrict_to_candidates
 
 CONCEPT_TYPES = ("object", "style")
 RETAIN_KIND = {"object": "photo", "style": "painting"}
@@ -55,6 +55,9 @@ class CareSetSettings:
     min_cluster_size: int = 2
     seed: int = 42
     word_hygiene: bool = True
+    candidate_words: tuple[str, ...] = ()
+    """When given, only these words can be CARE words (after word hygiene); empty: the whole vocabulary. For a
+    CLIP that learned only some of its vocabulary (the toy world's), or a curated list of benign words."""
 
     def validate(self) -> None:
         for name in ("top_k_per_image", "top_n_tokens", "n_clusters", "min_cluster_size"):
@@ -70,6 +73,12 @@ class CareSetSettings:
             raise CareSetInputError(
                 f"k_each_side={self.k_each_side} with n_clusters={self.n_clusters} drops every cluster; "
                 f"use k_each_side < n_clusters / 2.")
+
+
+def parse_word_list(text: str) -> tuple[str, ...]:
+    """The words of a comma- or line-separated list, stripped, blanks and repeats left out, in order."""
+    words = [word.strip() for word in re.split(r"[,\n]", text)]
+    return tuple(dict.fromkeys(word for word in words if word))
 
 
 @dataclass
@@ -279,6 +288,13 @@ def _build(images: torch.Tensor, clip: CareClip, reference_word: str, concept_ty
     stages("hygiene")(0, 1, "word hygiene")
     hygiene = clean_vocabulary(clip.raw_vocabulary(), reference_word, enabled=settings.word_hygiene,
                                pos_pipeline=pos_pipeline)
+    if settings.candidate_words:
+        hygiene = restrict_to_candidates(hygiene, settings.candidate_words)
+        if not hygiene.allowed_rows:
+            raise CareSetInputError(
+                f"None of the {len(settings.candidate_words)} candidate words is a vocabulary word that word hygiene "
+                f"keeps: give whole English nouns or adjectives the CLIP knows, or clear candidate_words to use "
+                f"the whole vocabulary.")
     stages("hygiene")(1, 1, "word hygiene")
 
     features = []
@@ -342,6 +358,10 @@ def care_set_report(care_set: CareSet) -> str:
         lines.append("settings: " + ", ".join(f"{k}={settings[k]}" for k in (
             "top_k_per_image", "top_n_tokens", "n_clusters", "k_each_side", "alpha", "min_cluster_size", "seed",
             "word_hygiene") if k in settings))
+        if settings.get("candidate_words"):
+            listed = list(settings["candidate_words"])
+            lines.append(f"candidate words given ({len(listed)}): " + ", ".join(listed[:30])
+                         + (" ..." if len(listed) > 30 else ""))
         if "vocabulary_from_cache" in settings:
             lines.append("vocabulary embeddings: " + ("read from the cache" if settings["vocabulary_from_cache"]
                                                        else "built now and cached for next time"))

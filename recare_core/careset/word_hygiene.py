@@ -17,6 +17,7 @@ is removed (``person``/``person</w>``) are counted once.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from dataclasses import dataclass, field
@@ -190,6 +191,15 @@ def clean_vocabulary(raw_entries: list[str], reference_word: str, enabled: bool 
     if not result.allowed_rows:
         raise HygieneError("Word hygiene removed every vocabulary entry; no candidate CARE words are left.")
     return result
+
+
+def restrict_to_candidates(result: HygieneResult, candidate_words: tuple[str, ...] | list[str]) -> HygieneResult:
+    """``result`` with every row whose word is not in ``candidate_words`` (compared lower-case) removed; it may
+    leave no row."""
+    allowed = {word.strip().lower() for word in candidate_words if word.strip()}
+    word_of = [word if word is not None and word.lower() in allowed else None for word in result.word_of]
+    dropped = sum(word is not None for word in result.word_of) - sum(word is not None for word in word_of)
+    return dataclasses.replace(result, word_of=word_of, removed={**result.removed, "not in the candidate words": dropped})
 
 
 @functools.lru_cache(maxsize=4)
