@@ -1,7 +1,7 @@
 """Textual inversion: attack strength against wall time, the reference's 3000 steps vs shorter options.
 
-In the toy world, the original model is erased as stage 1 erases it (normalised-guidance ESD, the paper's 200
-steps at the reference's settings); each TI option then learns a token on that erased model from the same 64
+In the toy world, the original model is erased as stage 1's first round erases it (ESD at ReCARE's stage-1
+settings, the paper's 200 steps); each TI option then learns a token on that erased model from the same 64
 target images, and its **attack rate** is the share of images (adversarial prompts ``a <token>``, ``a photo of
 a <token>``, ...; 8 seeds each) in which the checker sees the target texture again. Every option runs for
 every ``--seeds`` value (TI seed); the table gives the mean attack rate with its spread (min-max) and the
@@ -28,8 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from recare_core.methods.textual_inversion import encode_images_once, prepare_images, textual_inversion  # noqa: E402
 from recare_core.toyworld.default import load_world  # noqa: E402
 from recare_core.toyworld.evaluate import adversarial_cases, generate_cases  # noqa: E402
+from recare_core.methods.registry import MethodInputs, get_method  # noqa: E402
 from recare_core.toyworld.experiment import (  # noqa: E402
-    TokenBackend, erased_backend, esd_erase, experiment_settings, generate_target_images)
+    TokenBackend, erased_backend, esd_config, experiment_settings, generate_target_images)
 from recare_core.toyworld.torch_backend import TorchBackend  # noqa: E402
 from recare_core.toyworld.world import TARGET_ATTRIBUTE, TARGET_VALUE  # noqa: E402
 from recare_core.training.run import TrainingRun  # noqa: E402
@@ -90,7 +91,9 @@ def main() -> None:
     original = TorchBackend(world.model)
     images = generate_target_images(original, settings.target_images, 100_000, settings)
     start = time.perf_counter()
-    erased = erased_backend(world.model, esd_erase(original, settings.recare))
+    # stage 1's first erase is plain ESD at ReCARE's stage-1 settings (no tokens learned yet)
+    erase = get_method("esd").run(original, MethodInputs(TARGET_VALUE), esd_config(settings.recare, settings))
+    erased = erased_backend(world.model, erase.increments)
     print(f"erased the toy model with {args.erase_steps} stage-1 steps in {time.perf_counter() - start:.0f} s; "
           f"attack rate of the initialiser token: "
           f"{attack_rate(erased, world.checker, original.token_embedding('shape').mean(0, keepdim=True), settings, 7):.3f}",
