@@ -10,6 +10,7 @@ outside: the partial-sampling depth ``k`` (its ``torch.randint`` draw), the samp
 through its ComfyUI backend on the tiny SD1.5 checkpoint (``benchmarks/unlearn_steps.py``). Workers alternate
 (reference, pack, reference, pack, ...) in fresh processes, ``--repeats`` times, so load from other programs
 on the machine hits both alike; per-step figures are medians over the timed steps (the first is warm-up).
+``--sampling-reuse N`` runs the pack with that measured option (whole cycles of N steps, figures are means).
 
     RECARE_REFERENCE_CARE=/path/to/CARE COMFYUI_PATH=/path/to/ComfyUI python benchmarks/reference_comparison.py
 """
@@ -142,11 +143,19 @@ def pack_worker(args: argparse.Namespace, stage: str) -> dict:
     from unlearn_steps import measure
 
     row = measure(SimpleNamespace(backend="comfy", family="sd15", checkpoint=None, device="cpu", image_size=args.image_size,
-                                  model_channels=32, k=args.k, ddim_steps=50, steps=args.steps, lora_rank=4,
-                                  gradient_checkpointing=False, no_mixed_precision=False), "full", stage)
+                                  model_channels=32, k=args.k, ddim_steps=50, steps=pack_steps(args), lora_rank=4,
+                                  gradient_checkpointing=False, no_mixed_precision=False,
+                                  sampling_reuse=args.sampling_reuse), "full", stage)
     return {"step_seconds": row["step_seconds"], "step_cpu_seconds": row["step_cpu_seconds"],
             "trainable_parameters": row["trainable_parameters"],
             "evaluations_per_step": row["evaluations_per_step"]}
+
+
+def pack_steps(args: argparse.Namespace) -> int:
+    """The pack worker's step count: with ``--sampling-reuse`` N, 1 + whole cycles of N steps (at least
+    ``--steps - 1`` timed), so that the timed steps hold sampling steps in their true share 1/N."""
+    reuse = args.sampling_reuse
+    return 1 + reuse * -(-(args.steps - 1) // reuse)
 
 
 WORKERS = {"reference": reference_worker, "pack": pack_worker}
@@ -156,7 +165,7 @@ CLOCKS = {"wall": "step_seconds", "cpu": "step_cpu_seconds"}
 def _run_worker(args: argparse.Namespace, side: str, stage: str) -> dict:
     command = [sys.executable, __file__, "--reference", str(args.reference), "--image-size", str(args.image_size),
                "--k", str(args.k), "--steps", str(args.steps), "--threads", str(args.threads),
-               "--worker", side, stage]
+               "--sampling-reuse", str(args.sampling_reuse), "--worker", side, stage]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 
@@ -171,6 +180,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="alternations of reference and pack per stage")
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sampling-reuse", type=int, default=1,
+                        help="the pack's sampling_reuse (1: the faithful loop); >1 is compared on the mean step")
     parser.add_argument("--worker", nargs=2, metavar=("SIDE", "STAGE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.reference is None or not (Path(args.reference) / "utils" / "recare.py").is_file():
@@ -184,7 +195,9 @@ def main() -> None:
         print(json.dumps(WORKERS[side](args, stage)))
         return
     print(f"reference {args.reference} vs pack (ComfyUI backend), {args.image_size}px, k={args.k} fixed, "
-          f"{args.threads} threads, {args.steps} steps per worker (first untimed), {args.repeats} alternations")
+          f"{args.threads} threads, {args.steps} steps per worker (first untimed; pack {pack_steps(args)}), "
+          f"{args.repeats} alternations, pack sampling_reuse {args.sampling_reuse}")
+    average = statistics.median if args.sampling_reuse == 1 else statistics.mean
     print("per worker: seconds of each step (the first is warm-up), then the table", flush=True)
     header = (f"{'stage':7} {'clock':5} {'reference s/step':>24} {'pack s/step':>24} {'speed-up':>9} "
               f"{'evals ref':>9} {'evals pack':>10}")
@@ -203,16 +216,16 @@ def main() -> None:
                 for clock, key in CLOCKS.items():
                     timed = result[key][1:] or result[key]
                     samples[side, clock].extend(timed)
-                    medians[side, clock].append(statistics.median(timed))
+                    medians[side, clock].append(average(timed))
                 evaluations = sum(result.get("evaluations_per_step", {}).values()) or evaluations
         for clock in CLOCKS:
-            cells = {side: f"{statistics.median(samples[side, clock]):.2f} "
+            cells = {side: f"{average(samples[side, clock]):.2f} "
                            f"({min(medians[side, clock]):.2f}-{max(medians[side, clock]):.2f})" for side in WORKERS}
-            ratio = statistics.median(samples["reference", clock]) / statistics.median(samples["pack", clock])
+            ratio = average(samples["reference", clock]) / average(samples["pack", clock])
             print(f"{stage:7} {clock:5} {cells['reference']:>24} {cells['pack']:>24} {ratio:8.2f}x "
                   f"{reference_rows[stage]:9d} {evaluations:10.1f}", flush=True)
-    print("cells: median over all timed steps (range of the per-worker medians); wall = elapsed seconds, "
-          "cpu = process CPU seconds (all threads), less sensitive to other programs' load")
+    print(f"cells: {average.__name__} over all timed steps (range of the per-worker {average.__name__}s); "
+          "wall = elapsed seconds, cpu = process CPU seconds (all threads), less sensitive to other programs' load")
 
 
 if __name__ == "__main__":

@@ -99,7 +99,8 @@ def measure(args: argparse.Namespace, kind: str, stage: str) -> dict:
     backend = BACKENDS[args.backend](args)
     config = ReCAREConfig(erase_steps=args.steps, ti_steps=args.steps, robust_steps=args.steps, fixed_k=args.k,
                           ddim_steps=args.ddim_steps, image_size=args.image_size, update=kind,
-                          lora_rank=args.lora_rank, gradient_checkpointing=args.gradient_checkpointing, seed=0)
+                          lora_rank=args.lora_rank, gradient_checkpointing=args.gradient_checkpointing, seed=0,
+                          sampling_reuse=getattr(args, "sampling_reuse", 1))
     stamps: list[float] = []
     cpu_stamps: list[float] = []
 
@@ -163,6 +164,8 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--sampling-reuse", type=int, default=1,
+                        help="one partial-sampling trajectory per N erase steps (give --steps 1 + a multiple of N)")
     parser.add_argument("--no-mixed-precision", action="store_true")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
     parser.add_argument("--worker", nargs=2, metavar=("KIND", "STAGE"), help=argparse.SUPPRESS)

@@ -199,7 +199,8 @@ def restrict_to_candidates(result: HygieneResult, candidate_words: tuple[str, ..
     allowed = {word.strip().lower() for word in candidate_words if word.strip()}
     word_of = [word if word is not None and word.lower() in allowed else None for word in result.word_of]
     dropped = sum(word is not None for word in result.word_of) - sum(word is not None for word in word_of)
-    return dataclasses.replace(result, word_of=word_of, removed={**result.removed, "not in the candidate words": dropped})
+    removed = {**result.removed, "not in the candidate words": dropped}
+    return dataclasses.replace(result, word_of=word_of, removed=removed)
 
 
 @functools.lru_cache(maxsize=4)
