@@ -17,8 +17,12 @@ MATCHED_ATTACKS: tuple[float, ...] = (0.30, 0.10)
 RATE_LABELS = {"target_rate": "target ↓", "adversarial_rate": "attack ↓", "utility": "utility ↑"}
 """Attack rates at which CARE is also compared: robustness is what ReCARE adds over ESD."""
 RATES: tuple[str, ...] = ("target_rate", "adversarial_rate", "care_rate", "utility")
+EQUAL_SETTING_PAIRS: tuple[tuple[str, str], ...] = (("recare_sampling_reuse", "recare"),)
+"""(variant, faithful run) pairs compared setting by setting on the same seeds: a speed option is judged by
+whether it erases, resists the attack and keeps CARE like the faithful run at equal steps."""
 COLOURS: tuple[tuple[int, int, int], ...] = ((90, 90, 90), (214, 39, 40), (31, 119, 180), (44, 160, 44),
-                                             (148, 103, 189), (255, 127, 14), (140, 86, 75), (23, 190, 207))
+                                             (148, 103, 189), (255, 127, 14), (140, 86, 75), (23, 190, 207),
+                                             (188, 189, 34), (227, 119, 194))
 
 
 def load_results(folder: Path) -> list[dict]:
@@ -117,6 +121,10 @@ def matched_table(results: Sequence[dict], methods: Sequence[str], baseline: str
                  "linearly in the matched rate between the two settings around the level; the original model is "
                  f"every curve's first point); CARE − {baseline}: the difference on the same seed, over the seeds "
                  "where both curves reach the level")
+    present = {r["method"] for r in results}
+    for variant, faithful in EQUAL_SETTING_PAIRS:
+        if {variant, faithful} <= present and variant in methods:
+            lines += ["", *equal_setting_table(results, variant, faithful)]
     lines += ["", "| method | setting | seeds | target ↓ | attack ↓ | CARE ↑ | utility ↑ |",
               "|---|---|---|---|---|---|---|"]
     for method in methods:
@@ -129,6 +137,25 @@ def matched_table(results: Sequence[dict], methods: Sequence[str], baseline: str
                 cells.append(f"{mean:.2f}" + ("" if math.isnan(half) else f" ± {half:.2f}"))
             lines.append(f"| {method} | {_setting(rows[0])} | {len(rows)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def equal_setting_table(results: Sequence[dict], variant: str, faithful: str) -> list[str]:
+    """Markdown lines: ``variant − faithful`` per setting, paired on the seeds that have both (mean ± 95 %
+    t half-width)."""
+    lines = [f"| {variant} − {faithful} at equal setting | seeds | target | attack | CARE | utility |",
+             "|---|---|---|---|---|---|"]
+    by_key = {(r["method"], r["steps"], r["seed"]): r["figures"] for r in results}
+    for step in sorted({r["steps"] for r in results if r["method"] == variant}):
+        seeds = sorted(seed for (method, steps, seed) in by_key
+                       if method == variant and steps == step and (faithful, step, seed) in by_key)
+        if not seeds:
+            continue
+        cells = []
+        for key in RATES:
+            mean, half = t_interval([by_key[variant, step, s][key] - by_key[faithful, step, s][key] for s in seeds])
+            cells.append(f"{mean:+.2f}" + ("" if math.isnan(half) else f" ± {half:.2f}"))
+        lines.append(f"| {step} steps | {len(seeds)} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _panel(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], x_label: str) -> None:
@@ -177,7 +204,7 @@ def render_frontier_plot(results: Sequence[dict], methods: Sequence[str]) -> Ima
                 bar = point["care_sd"] * (bottom - top)
                 draw.line([(x, y - bar), (x, y + bar)], fill=colour)
                 draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
-        legend_x, legend_y = margin + (index % 4) * 250, height - 52 + (index // 4) * 22
+        legend_x, legend_y = margin + (index % 5) * 200, height - 52 + (index // 5) * 22
         draw.rectangle([legend_x, legend_y, legend_x + 14, legend_y + 14], fill=colour)
         draw.text((legend_x + 20, legend_y), method, fill=(0, 0, 0))
     return image
