@@ -20,7 +20,8 @@ from recare_core.toyworld.frontier import (
     result_path,
     run_method_seed,
 )
-from recare_core.toyworld.frontier_summary import at_matched_target, load_results, matched_table, render_frontier_plot, t_interval
+from recare_core.toyworld.frontier_summary import (
+    at_matched_target, equal_setting_table, load_results, matched_table, render_frontier_plot, t_interval)
 
 torch.set_num_threads(1)
 
@@ -33,6 +34,19 @@ def test_matched_target_interpolates_between_the_settings_around_the_level():
     assert matched["care_rate"] == pytest.approx(0.6 + (0.2 / 0.3) * (0.3 - 0.6))
     assert matched["adversarial_rate"] == pytest.approx(0.6 + (0.2 / 0.3) * (0.2 - 0.6))
     assert at_matched_target(curve[:2], 0.10) is None  # never comes down to 0.10
+
+
+def test_equal_setting_table_pairs_a_variant_with_the_faithful_run_seed_by_seed():
+    def record(method, steps, seed, care):
+        return {"method": method, "steps": steps, "seed": seed,
+                "figures": {"target_rate": 0.1, "adversarial_rate": 0.0, "care_rate": care, "utility": 0.6}}
+
+    results = [record("recare", 30, 0, 0.5), record("recare", 30, 1, 0.7), record("recare", 30, 2, 0.9),
+               record("reuse", 30, 0, 0.4), record("reuse", 30, 1, 0.5), record("reuse", 90, 0, 0.1)]
+    lines = equal_setting_table(results, "reuse", "recare")
+    assert lines[0].startswith("| reuse − recare at equal setting | seeds |")
+    mean, half = t_interval([-0.1, -0.2])  # seeds 0 and 1 only; 90 steps has no faithful partner
+    assert lines[2:] == [f"| 30 steps | 2 | +0.00 ± 0.00 | +0.00 ± 0.00 | {mean:+.2f} ± {half:.2f} | +0.00 ± 0.00 |"]
 
 
 def test_t_interval_is_the_students_t_95_percent_interval():
