@@ -94,9 +94,11 @@ FRONTIER_METHODS: tuple[FrontierMethod, ...] = (
     FrontierMethod("recare_age", "recare", STEPS, lr=SHARED_LR, overrides={"anchor_mode": "age"}),
     # ReCARE (reference target) with DoCo's gradient surgery between erase and retain gradients.
     FrontierMethod("recare_doco", "recare", STEPS, lr=SHARED_LR, overrides={"doco_surgery": True}),
-    # ReCARE (reference target) with one partial-sampling trajectory serving 4 stage-2 steps (issue 16's
-    # measured speed option): judged against the faithful ``recare`` row at equal steps.
+    # Issue 16's measured speed option, one partial-sampling trajectory serving 4 steps, judged against the
+    # faithful row at equal steps: in stage 2 (ReCARE, reference target) and in the stage-1 erase loop (ESD).
     FrontierMethod("recare_sampling_reuse", "recare", STEPS, lr=SHARED_LR, overrides={"sampling_reuse": 4}),
+    FrontierMethod("esd_sampling_reuse", "esd", STEPS, lr=SHARED_LR,
+                   overrides={"negative_guidance": 3.0, "sampling_reuse": 4}),
     # UCE's closed-form edit preserving the built CARE-set, at four erase scales.
     FrontierMethod("uce", "uce", (1, 4, 16, 64)),
 )

@@ -17,12 +17,12 @@ MATCHED_ATTACKS: tuple[float, ...] = (0.30, 0.10)
 RATE_LABELS = {"target_rate": "target ↓", "adversarial_rate": "attack ↓", "utility": "utility ↑"}
 """Attack rates at which CARE is also compared: robustness is what ReCARE adds over ESD."""
 RATES: tuple[str, ...] = ("target_rate", "adversarial_rate", "care_rate", "utility")
-EQUAL_SETTING_PAIRS: tuple[tuple[str, str], ...] = (("recare_sampling_reuse", "recare"),)
+EQUAL_SETTING_PAIRS: tuple[tuple[str, str], ...] = (("recare_sampling_reuse", "recare"), ("esd_sampling_reuse", "esd"))
 """(variant, faithful run) pairs compared setting by setting on the same seeds: a speed option is judged by
 whether it erases, resists the attack and keeps CARE like the faithful run at equal steps."""
 COLOURS: tuple[tuple[int, int, int], ...] = ((90, 90, 90), (214, 39, 40), (31, 119, 180), (44, 160, 44),
                                              (148, 103, 189), (255, 127, 14), (140, 86, 75), (23, 190, 207),
-                                             (188, 189, 34), (227, 119, 194))
+                                             (188, 189, 34), (227, 119, 194), (0, 0, 0), (127, 127, 255))
 
 
 def load_results(folder: Path) -> list[dict]:
@@ -204,7 +204,7 @@ def render_frontier_plot(results: Sequence[dict], methods: Sequence[str]) -> Ima
                 bar = point["care_sd"] * (bottom - top)
                 draw.line([(x, y - bar), (x, y + bar)], fill=colour)
                 draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
-        legend_x, legend_y = margin + (index % 5) * 200, height - 52 + (index // 5) * 22
+        legend_x, legend_y = margin + (index % 5) * 200, height - 70 + (index // 5) * 20
         draw.rectangle([legend_x, legend_y, legend_x + 14, legend_y + 14], fill=colour)
         draw.text((legend_x + 20, legend_y), method, fill=(0, 0, 0))
     return image
