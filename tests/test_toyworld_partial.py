@@ -18,7 +18,8 @@ from recare_core.toyworld.checkers import (
     render_shapeless,
     training_batch,
 )
-from recare_core.toyworld.default import DEFAULT_WEIGHTS_DIR, ToyWorldMissingError, load_report, world_weights_dir
+from recare_core.toyworld.default import (
+    DEFAULT_WEIGHTS_DIR, ToyWorldMissingError, has_weights, load_report, load_world, world_weights_dir)
 from recare_core.toyworld.toy_model import ToyModelConfig
 from recare_core.toyworld.toy_unet import ToyUNet
 from recare_core.toyworld.train import WorldTraining
@@ -102,3 +103,18 @@ def test_world_training_options_are_read_back_from_a_report():
         WorldTraining(world="nowhere").striped_elsewhere
     with pytest.raises(ToyWorldMissingError, match="ships: cooccurrence, partial"):
         world_weights_dir("nowhere")
+
+
+def test_the_shipped_partial_world_is_complete_and_its_report_is_what_it_was_trained_with():
+    folder = world_weights_dir("partial")
+    assert has_weights(folder)
+    report = load_report(folder)
+    options = WorldTraining.from_report(report)
+    assert options.world == "partial" and options.striped_elsewhere == 0.1
+    assert options.no_shape_checker and options.pooled_context and options.distractor_words == 512
+    models = load_world(folder)
+    assert models.model.config.pooled_context and models.checker.config.no_shape
+    quality = report["t2i"]["quality"]
+    assert 0.0 <= quality["attribute_accuracy"]["shape"] <= 1.0 and quality["target_prompts_striped"] > 0.5
+    assert report["care_set_check"]["target_images"] == 32
+
