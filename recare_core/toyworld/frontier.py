@@ -7,7 +7,8 @@ built from them with the toy CLIP, and ReCARE's stage-1 adversarial tokens (stag
 CARE-set, so the three ReCARE variants share it). Each snapshot is then attacked with a fresh textual inversion
 and measured with the attribute checker; one JSON per (method, setting, seed), skipped when present.
 
-The method list is :data:`FRONTIER_METHODS`, one table (give every method the same number of settings).
+The method list is :data:`FRONTIER_METHODS`, one table (every method the same number of settings; the ESD
+baseline more, so that it reaches matched erasure).
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ TUNED_STEPS: tuple[int, ...] = (30, 90, 180, 270)
 """Step counts measured (snapshots of one run each), 4 points spanning each method's own descent: ESD and stage 2
 at the reference target are past target 0.10 after about 30 steps here, the lighter ``recare_tuned`` target
 descends later. Measurement points, not tuned settings."""
+ESD_STEPS: tuple[int, ...] = STEPS + (810,)
+"""Plain ESD, the baseline, also at 810 steps: at 270 it had not come down to target 0.10 on two of the first four
+seeds, so no paired comparison at matched erasure could be made there. The baseline gets the longer range, never
+a shorter one."""
 SHARED_LR = 6e-5
 """One learning rate for every trained method: plain ESD's best stable rate in this world (cpu_6: 1e-4
 collapses); three times the reference's stage-2 rate, so that stage 2 reaches matched erasure within the grid."""
@@ -82,7 +87,7 @@ collapses); three times the reference's stage-2 rate, so that stage 2 reaches ma
 FRONTIER_METHODS: tuple[FrontierMethod, ...] = (
     FrontierMethod("original", "original", (0,)),
     # Plain ESD at its own paper's guidance (eta = 1, s = 3).
-    FrontierMethod("esd", "esd", STEPS, lr=SHARED_LR, overrides={"negative_guidance": 3.0}),
+    FrontierMethod("esd", "esd", ESD_STEPS, lr=SHARED_LR, overrides={"negative_guidance": 3.0}),
     # ReCARE at the reference stage-2 target (erase weight S + 1 = 3, anchor S - 1 = 1).
     FrontierMethod("recare", "recare", STEPS, lr=SHARED_LR),
     # ReCARE with the lighter target the audit of issue 13 pointed to: erase weight 1, tokens at half weight.
