@@ -29,7 +29,6 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..progress import ProgressCallback, StopCallback, check_stop
@@ -282,7 +281,7 @@ def build_care_set(images: torch.Tensor, clip: CareClip, reference_word: str, co
 
 
 def _build(images: torch.Tensor, clip: CareClip, reference_word: str, concept_type: str, settings: CareSetSettings,
-           cache_dir: str | None, stages: _Stages, should_stop: StopCheck | None, pos_pipeline: Any | None
+           cache_dir: str | None, stages: _Stages, should_stop: StopCallback | None, pos_pipeline: Any | None
            ) -> CareSet:
     vocabulary = vocabulary_embeddings(clip, cache_dir, progress=stages("vocabulary"), should_stop=should_stop)
     stages("hygiene")(0, 1, "word hygiene")
