@@ -33,9 +33,10 @@ def test_every_result_measured_its_methods_setting(world):
         assert 0.0 <= record["figures"]["care_rate"] <= 1.0
 
 
-@pytest.mark.parametrize("world", WORLDS)
+@pytest.mark.parametrize("world", [w for w in WORLDS if w == "cooccurrence"])
 def test_what_the_full_run_established(world):
-    """The findings the README states, on every seed of the committed record: ReCARE at the reference stage-2
+    """The findings the README states for the first world (the fairer one has too few seeds to state any), on
+    every seed of the committed record: ReCARE at the reference stage-2
     target erases the target and resists the fresh attack (target and attack at most 0.10 at some setting), while
     plain ESD never does (its attack rate stays above 0.20 at every setting); and at matched target rate 0.10
     ReCARE keeps fewer circles than ESD on average over the seeds where both reach it."""
