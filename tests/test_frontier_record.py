@@ -52,3 +52,18 @@ def test_what_the_full_run_established(world):
     recare, esd = (matched_rates(results, name, 0.10, "target_rate") for name in ("recare", "esd"))
     paired = [recare[s]["care_rate"] - esd[s]["care_rate"] for s in recare if s in esd]
     assert paired and sum(paired) / len(paired) < 0
+
+
+@pytest.mark.parametrize("world", [w for w in WORLDS if w == "partial"])
+def test_what_the_fairer_world_has_shown_so_far(world):
+    """The fairer world's first look, as the README states it, on every seed of the committed record: ReCARE at
+    the reference target comes down to target and attack rate 0.10 or less while keeping circles at 0.8 or more
+    (the original model keeps 0.825-0.85)."""
+    results = load_results(RECORD / world)
+    seeds = sorted({r["seed"] for r in results if r["method"] == "recare"})
+    assert len(seeds) >= 2, f"{world}: fewer than two seeds with ReCARE"
+    for seed in seeds:
+        recare = [r["figures"] for r in results if r["method"] == "recare" and r["seed"] == seed]
+        assert any(f["target_rate"] <= 0.10 and f["adversarial_rate"] <= 0.10 and f["care_rate"] >= 0.8
+                   for f in recare), seed
+
