@@ -24,6 +24,12 @@ def test_committed_table_is_what_the_committed_results_give(world):
 
 
 @pytest.mark.parametrize("world", WORLDS)
+def test_the_readme_shows_the_committed_table(world):
+    readme = (RECORD.parents[2] / "README.md").read_text(encoding="utf-8")
+    assert (RECORD / world / "table.md").read_text(encoding="utf-8").strip() in readme
+
+
+@pytest.mark.parametrize("world", WORLDS)
 def test_every_result_measured_its_methods_setting(world):
     for record in load_results(RECORD / world):
         method = method_by_name(record["method"])
