@@ -16,8 +16,8 @@ MATCHED_TARGETS: tuple[float, ...] = (0.20, 0.10, 0.05)
 """Target rates at which CARE is compared: the issue's 0.10 and 0.05, and 0.20, which plain ESD reaches on more
 seeds (at 10-270 steps it came down to 0.10 on two of the first four)."""
 MATCHED_ATTACKS: tuple[float, ...] = (0.30, 0.10)
-RATE_LABELS = {"target_rate": "target ↓", "adversarial_rate": "attack ↓", "utility": "utility ↑"}
 """Attack rates at which CARE is also compared: robustness is what ReCARE adds over ESD."""
+RATE_LABELS = {"target_rate": "target ↓", "adversarial_rate": "attack ↓", "utility": "utility ↑"}
 RATES: tuple[str, ...] = ("target_rate", "adversarial_rate", "care_rate", "utility")
 EQUAL_SETTING_PAIRS: tuple[tuple[str, str], ...] = (("recare_sampling_reuse", "recare"), ("esd_sampling_reuse", "esd"))
 """(variant, faithful run) pairs compared setting by setting on the same seeds: a speed option is judged by
