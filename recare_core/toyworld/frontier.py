@@ -83,13 +83,19 @@ a shorter one."""
 SHARED_LR = 6e-5
 """One learning rate for every trained method: plain ESD's best stable rate in this world (cpu_6: 1e-4
 collapses); three times the reference's stage-2 rate, so that stage 2 reaches matched erasure within the grid."""
+LOW_LR = 2e-5
+LOW_LR_STEPS: tuple[int, ...] = (30, 90, 270, 810)
+"""The learning-rate half of the sweep: a third of ``SHARED_LR`` over three times the range, given to the baseline
+and to ReCARE alike (at 6e-5 ESD's target rate rose again between 270 and 810 steps on some seeds)."""
 
 FRONTIER_METHODS: tuple[FrontierMethod, ...] = (
     FrontierMethod("original", "original", (0,)),
     # Plain ESD at its own paper's guidance (eta = 1, s = 3).
     FrontierMethod("esd", "esd", ESD_STEPS, lr=SHARED_LR, overrides={"negative_guidance": 3.0}),
+    FrontierMethod("esd_low_lr", "esd", LOW_LR_STEPS, lr=LOW_LR, overrides={"negative_guidance": 3.0}),
     # ReCARE at the reference stage-2 target (erase weight S + 1 = 3, anchor S - 1 = 1).
     FrontierMethod("recare", "recare", STEPS, lr=SHARED_LR),
+    FrontierMethod("recare_low_lr", "recare", LOW_LR_STEPS, lr=LOW_LR),
     # ReCARE with the lighter target the audit of issue 13 pointed to: erase weight 1, tokens at half weight.
     FrontierMethod("recare_tuned", "recare", TUNED_STEPS, lr=SHARED_LR,
                    overrides={"erase_target_weight": 1.0, "adversarial_weight": 0.5}),
