@@ -85,8 +85,9 @@ SHARED_LR = 6e-5
 collapses); three times the reference's stage-2 rate, so that stage 2 reaches matched erasure within the grid."""
 LOW_LR = 2e-5
 LOW_LR_STEPS: tuple[int, ...] = (30, 90, 270, 810)
-"""The learning-rate half of the sweep: a third of ``SHARED_LR`` over three times the range, given to the baseline
-and to ReCARE alike (at 6e-5 ESD's target rate rose again between 270 and 810 steps on some seeds)."""
+"""The learning-rate half of the sweep: a third of ``SHARED_LR`` (and the reference's own stage-2 rate) over three
+times the range, given to the baseline and to ReCARE alike (at 6e-5 ESD's target rate rose again between 270 and
+810 steps on some seeds)."""
 
 FRONTIER_METHODS: tuple[FrontierMethod, ...] = (
     FrontierMethod("original", "original", (0,)),
