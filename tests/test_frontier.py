@@ -22,7 +22,8 @@ from recare_core.toyworld.frontier import (
     run_method_seed,
 )
 from recare_core.toyworld.frontier_summary import (
-    at_matched_target, equal_setting_table, load_results, matched_table, render_frontier_plot, t_interval)
+    at_matched_target, best_matched_rates, equal_setting_table, learning_rate_sweep_table, load_results, matched_table,
+    render_frontier_plot, t_interval)
 
 torch.set_num_threads(1)
 
@@ -93,3 +94,21 @@ def test_reduced_frontier_runs_resumes_and_summarises(tmp_path):
     table = matched_table(results, ["original", "esd"])
     assert "| esd | 40 steps | 1 |" in table
     assert render_frontier_plot(results, ["original", "esd"]).size == (1100, 520)
+
+
+def test_learning_rate_sweep_takes_each_seeds_best_rate_and_pairs_it_with_the_baselines_best():
+    def curve(method, seed, targets, cares):
+        return [{"method": method, "steps": steps, "seed": seed,
+                 "figures": {"target_rate": t, "adversarial_rate": 0.0, "care_rate": c, "utility": 0.6}}
+                for steps, t, c in zip((10, 30), targets, cares)]
+
+    results = [*curve("esd", 0, (0.5, 0.0), (0.8, 0.2)), *curve("esd_low_lr", 0, (0.3, 0.1), (0.9, 0.7)),
+               *curve("recare", 0, (0.4, 0.0), (0.9, 0.9)), *curve("recare_low_lr", 0, (0.9, 0.5), (1.0, 1.0))]
+    # seed 0 at target 0.20: esd 0.8 + (0.3 / 0.5) * (0.2 - 0.8) = 0.44; esd_low_lr 0.9 + 0.5 * (0.7 - 0.9) = 0.8
+    # (the best ESD); recare 0.9; recare_low_lr never comes down to 0.20
+    assert best_matched_rates(results, ("esd", "esd_low_lr"), 0.20)[0]["care_rate"] == pytest.approx(0.8)
+    assert best_matched_rates(results, ("recare_low_lr",), 0.20) == {}
+    lines = learning_rate_sweep_table(results, levels=(0.20,))
+    assert lines[2] == "| esd | esd, esd_low_lr | 1 | 0.80 | — |"
+    assert lines[3] == "| recare | recare, recare_low_lr | 1 | 0.90 | 0.10 |"
+    assert learning_rate_sweep_table(results[:4]) == []  # ReCARE's rows missing: no sweep table

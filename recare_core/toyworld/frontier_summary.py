@@ -22,6 +22,11 @@ RATES: tuple[str, ...] = ("target_rate", "adversarial_rate", "care_rate", "utili
 EQUAL_SETTING_PAIRS: tuple[tuple[str, str], ...] = (("recare_sampling_reuse", "recare"), ("esd_sampling_reuse", "esd"))
 """(variant, faithful run) pairs compared setting by setting on the same seeds: a speed option is judged by
 whether it erases, resists the attack and keeps CARE like the faithful run at equal steps."""
+LEARNING_RATE_SWEEPS: tuple[tuple[str, tuple[str, ...]], ...] = (("esd", ("esd", "esd_low_lr")),
+                                                               ("recare", ("recare", "recare_low_lr")))
+"""(method, its rows at each learning rate): a method's frontier over learning rate x steps is, per seed and
+matched level, the row that keeps most CARE there (every method gets the same number of rates, so the upward
+bias of picking the best of two noisy rows is the same for each)."""
 COLOURS: tuple[tuple[int, int, int], ...] = ((90, 90, 90), (214, 39, 40), (31, 119, 180), (44, 160, 44),
                                              (148, 103, 189), (255, 127, 14), (140, 86, 75), (23, 190, 207),
                                              (188, 189, 34), (227, 119, 194), (0, 0, 0), (127, 127, 255))
@@ -86,6 +91,43 @@ def matched_rates(results: Sequence[dict], method: str, level: float, rate: str)
     return {seed: rates for seed, rates in found.items() if rates}
 
 
+def best_matched_rates(results: Sequence[dict], rows: Sequence[str], level: float,
+                       rate: str = "target_rate") -> dict[int, dict[str, float]]:
+    """``{seed: rates}`` of whichever of ``rows`` (one method at several learning rates) keeps the most CARE at
+    ``rate`` ``level`` on that seed, over the seeds where at least one of them reaches the level."""
+    best: dict[int, dict[str, float]] = {}
+    for row in rows:
+        for seed, rates in matched_rates(results, row, level, rate).items():
+            if seed not in best or rates["care_rate"] > best[seed]["care_rate"]:
+                best[seed] = rates
+    return best
+
+
+def learning_rate_sweep_table(results: Sequence[dict], levels: Sequence[float] = MATCHED_TARGETS) -> list[str]:
+    """Markdown lines: CARE at matched target rates for each method of :data:`LEARNING_RATE_SWEEPS`, the best of
+    its learning rates per seed, and its paired difference to the baseline's (the first method) best."""
+    present = {r["method"] for r in results}
+    sweeps = [(name, rows) for name, rows in LEARNING_RATE_SWEEPS if set(rows) <= present]
+    if len(sweeps) < 2:
+        return []
+    baseline = sweeps[0][0]
+    columns = [f"{what} @ target {level:.2f}" for level in levels for what in ("CARE ↑", f"CARE − {baseline}")]
+    lines = ["| best of its learning rates | rows | seeds | " + " | ".join(columns) + " |",
+             "|" + "---|" * (3 + len(columns))]
+    reference = {level: best_matched_rates(results, sweeps[0][1], level) for level in levels}
+    for name, rows in sweeps:
+        seeds = len(set.union(*(set(curves(results, row)) for row in rows)))
+        cells = []
+        for level in levels:
+            matched = best_matched_rates(results, rows, level)
+            paired = [matched[s]["care_rate"] - reference[level][s]["care_rate"] for s in matched
+                      if s in reference[level]]
+            cells += [_cell([m["care_rate"] for m in matched.values()], seeds),
+                      "—" if name == baseline else _cell(paired, seeds)]
+        lines.append(f"| {name} | {', '.join(rows)} | {seeds} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _setting(record: dict) -> str:
     return f"erase scale {record['steps']}" if record.get("kind") == "uce" else f"{record['steps']} steps"
 
@@ -123,6 +165,9 @@ def matched_table(results: Sequence[dict], methods: Sequence[str], baseline: str
                  "linearly in the matched rate between the two settings around the level; the original model is "
                  f"every curve's first point); CARE − {baseline}: the difference on the same seed, over the seeds "
                  "where both curves reach the level")
+    sweep = learning_rate_sweep_table(results)
+    if sweep:
+        lines += ["", *sweep]
     present = {r["method"] for r in results}
     for variant, faithful in EQUAL_SETTING_PAIRS:
         if {variant, faithful} <= present and variant in methods:
