@@ -112,3 +112,5 @@ def test_learning_rate_sweep_takes_each_seeds_best_rate_and_pairs_it_with_the_ba
     assert lines[2] == "| esd | esd, esd_low_lr | 1 | 0.80 | — |"
     assert lines[3] == "| recare | recare, recare_low_lr | 1 | 0.90 | 0.10 |"
     assert learning_rate_sweep_table(results[:4]) == []  # ReCARE's rows missing: no sweep table
+    only_faithful_rate = learning_rate_sweep_table(results[:6], levels=(0.20,))  # recare_low_lr has not run
+    assert only_faithful_rate[3] == "| recare | recare | 1 | 0.90 | 0.10 |"

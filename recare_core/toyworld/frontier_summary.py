@@ -105,10 +105,12 @@ def best_matched_rates(results: Sequence[dict], rows: Sequence[str], level: floa
 
 def learning_rate_sweep_table(results: Sequence[dict], levels: Sequence[float] = MATCHED_TARGETS) -> list[str]:
     """Markdown lines: CARE at matched target rates for each method of :data:`LEARNING_RATE_SWEEPS`, the best of
-    its learning rates per seed, and its paired difference to the baseline's (the first method) best."""
+    its learning rates per seed, and its paired difference to the baseline's (the first method) best. Only rows
+    that ran count (the ``rows`` column names them); none without the baseline and one other method."""
     present = {r["method"] for r in results}
-    sweeps = [(name, rows) for name, rows in LEARNING_RATE_SWEEPS if set(rows) <= present]
-    if len(sweeps) < 2:
+    sweeps = [(name, tuple(row for row in rows if row in present)) for name, rows in LEARNING_RATE_SWEEPS]
+    sweeps = [(name, rows) for name, rows in sweeps if rows]
+    if len(sweeps) < 2 or sweeps[0][0] != LEARNING_RATE_SWEEPS[0][0]:
         return []
     baseline = sweeps[0][0]
     columns = [f"{what} @ target {level:.2f}" for level in levels for what in ("CARE ↑", f"CARE − {baseline}")]
