@@ -16,7 +16,7 @@ from recare_core.methods.recare import ReCAREConfig
 def test_main_job_writes_every_output_and_never_overwrites(tmp_path):
     config = ReCAREConfig(n_rounds=1, erase_steps=2, ti_steps=2, robust_steps=2, ddim_steps=4, image_size=16,
                           num_adv_concepts=1, initializer_token="circle", seed=0)
-    first = run_main_job(tmp_path, seed=0, n_images=4, sample_steps=3, config=config)
+    first = run_main_job(tmp_path, seed=0, n_images=4, pipeline_images=4, sample_steps=3, config=config)
     assert set(first) == {"care_set", "erasure", "report", "grid"}
     care_set = json.loads(first["care_set"].read_text())
     assert any(key.endswith("_care_word") for key in care_set)
@@ -24,9 +24,10 @@ def test_main_job_writes_every_output_and_never_overwrites(tmp_path):
     assert erasure.concept and erasure.increments and erasure.metadata["care_set"]
     report = first["report"].read_text()
     assert "CARE score" in report and "original model" in report and "erased model" in report
+    assert "toy world 'partial'" in report and "stage-2 steps" in report  # the fairer world by default
     grid = Image.open(first["grid"])
     assert grid.width > 100 and grid.height > 50
-    second = run_main_job(tmp_path, seed=0, n_images=4, sample_steps=3, config=config)
+    second = run_main_job(tmp_path, seed=0, n_images=4, pipeline_images=4, sample_steps=3, config=config)
     assert all(second[name] != first[name] and second[name].exists() for name in first)
     assert [second[name].name for name in ("erasure", "report", "grid")] == [
         "erasure_00001.safetensors", "care_score_report_00001.txt", "before_after_00001.png"]

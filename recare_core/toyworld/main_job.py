@@ -1,11 +1,12 @@
-"""The main job, headless: the whole ReCARE pipeline on the pack's built-in tiny model, on a CPU in minutes.
+"""The main job, headless: the whole ReCARE pipeline on the pack's built-in toy world, on a CPU in minutes.
 
 ``python -m recare_core.toyworld.main_job --out out/main_job`` generates images of the target with the original model,
-builds the CARE-set from them, runs ReCARE (a reduced schedule), and writes the CARE-set JSON, the erasure file,
-the CARE score report and a before/after image grid to ``--out``, printing where they are.
+builds the CARE-set from them, runs ReCARE, and writes the CARE-set JSON, the erasure file, the CARE score report
+and a before/after image grid to ``--out``, printing where they are.
 
-The built-in model is the trained toy text-to-image world shipped in ``recare_core/toyworld/weights`` (or
-another folder written by ``python -m recare_core.toyworld.train``, given with ``--weights``).
+It runs where and how the frontier benchmark measured ReCARE at its best (:data:`MAIN_JOB_WORLD`,
+:func:`main_job_settings`): the fairer toy world shipped in ``recare_core/toyworld/weights_partial`` (another folder
+written by ``python -m recare_core.toyworld.train`` can be given with ``--weights``).
 """
 
 from __future__ import annotations
@@ -29,15 +30,27 @@ from .generate import generate_images
 from .image_grid import labelled_rows_grid
 from .torch_backend import TorchBackend, apply_increments
 from .checkers import AttributeChecker
-from .default import DEFAULT_WEIGHTS_DIR
+from .default import load_report
 from .default import load_world as load_toy_world
-from .experiment import toy_recare_config
+from .default import world_weights_dir
+from .experiment import ExperimentSettings, experiment_settings
+from .frontier import SHARED_LR
 from .world import CARE_ATTRIBUTE, CARE_VALUE, TARGET_ATTRIBUTE, TARGET_VALUE
 from ..methods.recare import ReCAREConfig, run_recare
 
 
-MAIN_JOB_SCHEDULE = dict(n_rounds=1, erase_steps=40, ti_steps=100, robust_steps=60, ddim_steps=10)
-"""The reduced ReCARE schedule of the main job (every other setting from ``toy_recare_config``)."""
+MAIN_JOB_WORLD = "partial"
+"""The fairer toy world (stripes also on other shapes): there, on every seed measured, ReCARE at
+:func:`main_job_settings` came down to a target rate of at most 0.10 and kept at least 0.8 of circles, while plain
+ESD either did not erase or lost the circles (``benchmarks/results/frontier/partial/``; README, "Frontier")."""
+MAIN_JOB_ROBUST_STEPS = 90
+"""Stage-2 steps of the frontier's ``recare`` row at its measured point (learning rate ``SHARED_LR``)."""
+
+
+def main_job_settings(seed: int) -> ExperimentSettings:
+    """The frontier's settings for ReCARE (schedule ``cpu``: 2 rounds of 60 erase + 300 TI steps) with stage 2 at
+    its measured point: ``MAIN_JOB_ROBUST_STEPS`` steps at ``SHARED_LR``."""
+    return experiment_settings("cpu", seed, robust_lr=SHARED_LR, robust_steps=MAIN_JOB_ROBUST_STEPS)
 
 
 @dataclasses.dataclass
@@ -51,14 +64,17 @@ class World:
     care_concept: str
     care_prompt: str
     checker: AttributeChecker
+    name: str
 
 
-def load_world(weights: Path = DEFAULT_WEIGHTS_DIR) -> World:
-    """The trained toy world in ``weights`` (default: the one shipped with the pack)."""
+def load_world(weights: Path | None = None) -> World:
+    """The trained toy world in ``weights`` (default: the pack's shipped :data:`MAIN_JOB_WORLD`)."""
+    weights = weights or world_weights_dir(MAIN_JOB_WORLD)
     models = load_toy_world(weights)
+    name = load_report(weights).get("world", {}).get("name", "cooccurrence")
     return World(TorchBackend(models.model), models.clip, target=TARGET_VALUE,
                  target_prompt=f"a {TARGET_VALUE} {CARE_VALUE}", care_concept=CARE_VALUE,
-                 care_prompt=f"a {CARE_VALUE}", checker=models.checker)
+                 care_prompt=f"a {CARE_VALUE}", checker=models.checker, name=name)
 
 
 def _checker_lines(world: World, rows: list[tuple[str, torch.Tensor]]) -> list[str]:
@@ -74,21 +90,24 @@ def _checker_lines(world: World, rows: list[tuple[str, torch.Tensor]]) -> list[s
     return lines + [""]
 
 
-def run_main_job(out: Path, seed: int = 0, n_images: int = 12, sample_steps: int = 20,
-                 config: ReCAREConfig | None = None, weights: Path = DEFAULT_WEIGHTS_DIR) -> dict[str, Path]:
+def run_main_job(out: Path, seed: int = 0, n_images: int = 12, pipeline_images: int = 32, sample_steps: int = 20,
+                 config: ReCAREConfig | None = None, weights: Path | None = None) -> dict[str, Path]:
     """Run the pipeline and write its outputs into ``out`` (created): ``careset_00001.json``,
     ``erasure.safetensors``, ``care_score_report.txt`` and ``before_after.png``; when a name is taken the next
-    free ``_00001``-style number is used, so existing files are never overwritten."""
+    free ``_00001``-style number is used, so existing files are never overwritten.
+
+    ``pipeline_images`` images of the target build the CARE-set and feed ReCARE's textual inversion (as in the
+    frontier); the checker's shares are taken on that many images per row and the grid shows ``n_images``."""
     out.mkdir(parents=True, exist_ok=True)
     world = load_world(weights)
     backend = world.backend
-    size = backend.model.config.image_size
-    config = config or toy_recare_config(seed, image_size=size, num_adv_concepts=1, **MAIN_JOB_SCHEDULE)
+    settings = main_job_settings(seed)
+    config = config or settings.recare
     timings: dict[str, float] = {}
-    seeds = list(range(seed, seed + n_images))
+    seeds = list(range(seed, seed + max(n_images, pipeline_images)))
 
     def sample(prompt: str) -> torch.Tensor:
-        return generate_images(backend, [prompt] * n_images, seeds, steps=sample_steps, guidance_scale=5.0)
+        return generate_images(backend, [prompt] * len(seeds), seeds, steps=sample_steps, guidance_scale=5.0)
 
     start = time.perf_counter()
     target_before, care_before = sample(world.target_prompt), sample(world.care_prompt)
@@ -96,7 +115,7 @@ def run_main_job(out: Path, seed: int = 0, n_images: int = 12, sample_steps: int
 
     start = time.perf_counter()
     care_set = build_care_set(target_before, world.clip, world.target, "object",
-                              CareSetSettings(top_k_per_image=20, top_n_tokens=40, n_clusters=5, seed=seed))
+                              dataclasses.replace(settings.care_set, seed=seed))
     timings["build CARE-set"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -106,7 +125,7 @@ def run_main_job(out: Path, seed: int = 0, n_images: int = 12, sample_steps: int
 
     erasure = Erasure(concept=world.target, increments=result.increments, metadata={
         "erased_concept": world.target, "method": "ReCARE", "care_set": care_set.to_json_dict(),
-        "settings": dataclasses.asdict(config), "base_model": "recare toy world (trained)",
+        "settings": dataclasses.asdict(config), "base_model": f"recare toy world '{world.name}' (trained)",
         "pack_version": __version__}, adversarial_embeddings=result.learned_tokens)
     apply_increments(backend.model, result.increments)
     target_after, care_after = sample(world.target_prompt), sample(world.care_prompt)
@@ -116,8 +135,11 @@ def run_main_job(out: Path, seed: int = 0, n_images: int = 12, sample_steps: int
                                                                            "triangle"], erase_concept=world.target)
         for name, images in (("original", care_before), ("erased", care_after))
     }
-    report = [f"ReCARE main job (pack {__version__}) on the trained toy world",
+    report = [f"ReCARE main job (pack {__version__}) on the trained toy world '{world.name}'",
               f"erased concept: '{world.target}'   CARE concept: '{world.care_concept}'",
+              f"settings: {config.n_rounds} stage-1 rounds of {config.erase_steps} erase + {config.ti_steps} "
+              f"textual-inversion steps, {config.robust_steps} stage-2 steps at lr {config.robust_lr:g}; "
+              f"{len(seeds)} images per prompt",
               f"CARE-set words: {', '.join(care_set.words)}", ""]
     for name, score in scores.items():
         report += [f"--- {name} model, prompt '{world.care_prompt}' ---", score.report(), ""]
@@ -126,10 +148,10 @@ def run_main_job(out: Path, seed: int = 0, n_images: int = 12, sample_steps: int
                                      (f"original, '{world.care_prompt}'", care_before),
                                      (f"erased, '{world.care_prompt}'", care_after)])
     report += [f"{stage}: {seconds:.1f}s" for stage, seconds in timings.items()]
-    grid = labelled_rows_grid([(f"original: {world.target_prompt}", target_before),
-                               (f"erased: {world.target_prompt}", target_after),
-                               (f"original: {world.care_prompt}", care_before),
-                               (f"erased: {world.care_prompt}", care_after)])
+    grid = labelled_rows_grid([(f"original: {world.target_prompt}", target_before[:n_images]),
+                               (f"erased: {world.target_prompt}", target_after[:n_images]),
+                               (f"original: {world.care_prompt}", care_before[:n_images]),
+                               (f"erased: {world.care_prompt}", care_after[:n_images])])
     text = "\n".join(report) + "\n"
     return {
         "care_set": save_care_set(care_set, out, prefix="careset"),
@@ -146,13 +168,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("out/main_job"), help="output folder")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--images", type=int, default=12, help="images per prompt")
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS_DIR,
-                        help="a trained toy-world folder (default: the one shipped in recare_core/toyworld/weights)")
+    parser.add_argument("--images", type=int, default=12, help="images per prompt shown in the grid")
+    parser.add_argument("--pipeline-images", type=int, default=32,
+                        help="images of the target for the CARE-set and ReCARE (and per checker row)")
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="a trained toy-world folder (default: the fairer world shipped in "
+                             "recare_core/toyworld/weights_partial)")
     args = parser.parse_args()
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     started = time.perf_counter()
-    paths = run_main_job(args.out, args.seed, args.images, weights=args.weights)
+    paths = run_main_job(args.out, args.seed, args.images, args.pipeline_images, weights=args.weights)
     print(f"main job finished in {time.perf_counter() - started:.0f}s; outputs:")
     for name, path in paths.items():
         print(f"  {name:9s} {path}")
