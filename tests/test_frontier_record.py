@@ -62,14 +62,15 @@ def test_what_the_full_run_established(world):
 
 @pytest.mark.parametrize("world", [w for w in WORLDS if w == "partial"])
 def test_what_the_fairer_world_has_shown_so_far(world):
-    """The fairer world's first look, as the README states it, on every seed of the committed record: ReCARE at
-    the reference target comes down to target and attack rate 0.10 or less while keeping circles at 0.8 or more
-    (the original model keeps 0.825-0.85)."""
+    """The fairer world's findings, as the README states them, on every seed of the committed record: ReCARE at the
+    reference target comes down to target and attack rate 0.10 or less at some setting, while plain ESD, at either
+    learning rate, never comes down to target 0.10 with half of the circles kept. (Whether ReCARE keeps circles
+    there differs by seed, so no claim about it is checked.)"""
     results = load_results(RECORD / world)
     seeds = sorted({r["seed"] for r in results if r["method"] == "recare"})
-    assert len(seeds) >= 2, f"{world}: fewer than two seeds with ReCARE"
+    assert len(seeds) >= 3, f"{world}: fewer than three seeds with ReCARE"
     for seed in seeds:
         recare = [r["figures"] for r in results if r["method"] == "recare" and r["seed"] == seed]
-        assert any(f["target_rate"] <= 0.10 and f["adversarial_rate"] <= 0.10 and f["care_rate"] >= 0.8
-                   for f in recare), seed
-
+        assert any(f["target_rate"] <= 0.10 and f["adversarial_rate"] <= 0.10 for f in recare), seed
+    esd = [r["figures"] for r in results if r["method"] in ("esd", "esd_low_lr")]
+    assert esd and not any(f["target_rate"] <= 0.10 and f["care_rate"] >= 0.5 for f in esd)
