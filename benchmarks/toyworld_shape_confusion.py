@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recare_core.toyworld.default import WORLD_WEIGHTS_DIRS, load_world, world_weights_dir  # noqa: E402
 from recare_core.toyworld.generate import generate_images  # noqa: E402
+from recare_core.toyworld.main_job import positive_int  # noqa: E402
 from recare_core.toyworld.torch_backend import TorchBackend  # noqa: E402
 from recare_core.toyworld.world import SHAPES  # noqa: E402
 
@@ -47,9 +48,9 @@ def confusion(world: str, images_per_prompt: int, guidance_scale: float, steps: 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--world", default="partial", choices=sorted(WORLD_WEIGHTS_DIRS))
-    parser.add_argument("--images", type=int, default=16, help="images per prompt (4 prompts per shape)")
+    parser.add_argument("--images", type=positive_int, default=16, help="images per prompt (4 prompts per shape)")
     parser.add_argument("--guidance-scale", type=float, default=5.0)
-    parser.add_argument("--steps", type=int, default=25, help="DDIM steps")
+    parser.add_argument("--steps", type=positive_int, default=25, help="DDIM steps")
     parser.add_argument("--out", type=Path, help="also write the table as JSON here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
 from PIL import Image
 
 from recare_core.erasure.io import load_erasure
-from recare_core.toyworld.main_job import run_main_job
+from recare_core.toyworld.main_job import positive_int, run_main_job
 from recare_core.methods.recare import ReCAREConfig
 
 
@@ -32,3 +33,13 @@ def test_main_job_writes_every_output_and_never_overwrites(tmp_path):
     assert [second[name].name for name in ("erasure", "report", "grid")] == [
         "erasure_00001.safetensors", "care_score_report_00001.txt", "before_after_00001.png"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_main_job_refuses_an_empty_image_count_before_writing_anything(tmp_path):
+    with pytest.raises(ValueError, match="at least one image per prompt"):
+        run_main_job(tmp_path / "out", n_images=0)
+    assert not (tmp_path / "out").exists()
+    assert positive_int("3") == 3
+    for bad in ("0", "-2", "many"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            positive_int(bad)

@@ -20,7 +20,7 @@ import torch
 
 from .. import __version__
 from ..scoring.care_score import care_score
-from ..careset.build import CareSetSettings, build_care_set
+from ..careset.build import build_care_set
 from ..careset.io import save_care_set
 from ..careset.clip_model import CareClip
 from ..erasure.increments import Erasure
@@ -30,9 +30,8 @@ from .generate import generate_images
 from .image_grid import labelled_rows_grid
 from .torch_backend import TorchBackend, apply_increments
 from .checkers import AttributeChecker
-from .default import load_report
+from .default import load_report, world_weights_dir
 from .default import load_world as load_toy_world
-from .default import world_weights_dir
 from .experiment import ExperimentSettings, experiment_settings
 from .frontier import SHARED_LR
 from .world import CARE_ATTRIBUTE, CARE_VALUE, TARGET_ATTRIBUTE, TARGET_VALUE
@@ -97,8 +96,12 @@ def run_main_job(out: Path, seed: int = 0, n_images: int = 12, pipeline_images: 
     ``erasure.safetensors``, ``care_score_report.txt`` and ``before_after.png``; when a name is taken the next
     free ``_00001``-style number is used, so existing files are never overwritten.
 
-    ``pipeline_images`` images of the target build the CARE-set and feed ReCARE's textual inversion (as in the
-    frontier); the checker's shares are taken on that many images per row and the grid shows ``n_images``."""
+    ``max(pipeline_images, n_images)`` images of the target build the CARE-set and feed ReCARE's textual inversion
+    (as in the frontier); the checker's shares are taken on that many images per row and the grid shows the first
+    ``n_images``."""
+    if n_images < 1 or pipeline_images < 1:
+        raise ValueError(f"The main job needs at least one image per prompt, got n_images={n_images} and "
+                         f"pipeline_images={pipeline_images}.")
     out.mkdir(parents=True, exist_ok=True)
     world = load_world(weights)
     backend = world.backend
@@ -165,12 +168,23 @@ def run_main_job(out: Path, seed: int = 0, n_images: int = 12, pipeline_images: 
     }
 
 
+def positive_int(text: str) -> int:
+    """``argparse`` type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is less than 1")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("out/main_job"), help="output folder")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--images", type=int, default=12, help="images per prompt shown in the grid")
-    parser.add_argument("--pipeline-images", type=int, default=32,
+    parser.add_argument("--images", type=positive_int, default=12, help="images per prompt shown in the grid")
+    parser.add_argument("--pipeline-images", type=positive_int, default=32,
                         help="images of the target for the CARE-set and ReCARE (and per checker row)")
     parser.add_argument("--weights", type=Path, default=None,
                         help="a trained toy-world folder (default: the fairer world shipped in "
