@@ -3,13 +3,15 @@ evaluation bookkeeping and the two training loops (tiny sizes, a few steps)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from recare_core.careset.clip_loading import FROM_CONFIG, load_care_clip
 from recare_core.progress import Interrupted
-from recare_core.toyworld.toy_model import ToyModelConfig, word_token_ids
+from recare_core.toyworld.toy_model import ToyModelConfig, ToyTextToImage, word_token_ids
 from recare_core.toyworld.checkers import AttributeChecker, CheckerConfig, checker_accuracy, degrade
 from recare_core.toyworld.evaluate import (
     CaseResults,
@@ -21,7 +23,12 @@ from recare_core.toyworld.evaluate import (
 )
 from recare_core.toyworld.render import render_batch, render_scene
 from recare_core.toyworld.train_clip import ClipTrainConfig, save_clip, train_clip
-from recare_core.toyworld.train_t2i import TextToImageTrainConfig, learning_rate, train_text_to_image
+from recare_core.toyworld.train_t2i import (
+    TextToImageTrainConfig,
+    learning_rate,
+    timestep_loss_weights,
+    train_text_to_image,
+)
 from recare_core.toyworld.world import (
     ATTRIBUTES,
     Scene,
@@ -162,6 +169,23 @@ def test_text_to_image_training_is_seeded_and_lowers_the_loss():
     assert learning_rate(11, config) > learning_rate(12, config)
     with pytest.raises(ValueError, match="steps"):
         TextToImageTrainConfig(steps=0).validate()
+
+
+def test_min_snr_weights_cap_the_clean_timesteps_and_leave_the_noisy_ones():
+    alphas = ToyTextToImage(TINY_T2I).alphas_cumprod().float()
+    plain = timestep_loss_weights(alphas, 0.0)
+    assert torch.equal(plain, torch.ones_like(alphas))
+    weights = timestep_loss_weights(alphas, 5.0)
+    snr = alphas / (1 - alphas)
+    assert weights[0] == pytest.approx(5.0 / float(snr[0]))  # nearly clean: SNR in the thousands, weight ~0.005
+    assert weights[0] < 0.01 and weights[-1] == pytest.approx(1.0)  # the noisiest keep their whole weight
+    assert torch.all(weights[1:] >= weights[:-1])  # more noise never weighs less
+    config = TextToImageTrainConfig(model=TINY_T2I, steps=4, batch_size=4, warmup_steps=1, log_every=2,
+                                    min_snr_gamma=5.0)
+    _, report = train_text_to_image(config)
+    assert report["config"]["min_snr_gamma"] == 5.0 and all(math.isfinite(v) for v in report["loss_curve"]["mean_loss"])
+    with pytest.raises(ValueError, match="min_snr_gamma"):
+        TextToImageTrainConfig(min_snr_gamma=-1.0).validate()
 
 
 def test_text_to_image_training_stops_on_request():

@@ -99,6 +99,7 @@ def test_world_training_options_are_read_back_from_a_report():
     assert options.world == "cooccurrence" and options.striped_elsewhere == 0.0
     assert not options.no_shape_checker and not options.pooled_context
     assert (options.clip_steps, options.t2i_steps, options.distractor_words) == (3000, 2000, 256)
+    assert options.channel_mult == (1, 2) and options.min_snr_gamma == 0.0  # reports older than both options
     with pytest.raises(ValueError, match="Unknown toy world"):
         WorldTraining(world="nowhere").striped_elsewhere
     with pytest.raises(ToyWorldMissingError, match="ships: cooccurrence, partial"):

@@ -99,6 +99,8 @@ class WorldTraining:
     no_shape_checker: bool = False
     distractor_words: int = ClipTrainConfig.distractor_words
     pooled_context: bool = False
+    min_snr_gamma: float = TextToImageTrainConfig.min_snr_gamma
+    channel_mult: tuple[int, ...] = default_model_config().channel_mult
 
     @classmethod
     def from_report(cls, report: dict) -> "WorldTraining":
@@ -108,7 +110,9 @@ class WorldTraining:
                    t2i_steps=report["t2i"]["config"]["steps"],
                    no_shape_checker=bool(report["checker"].get("no_shape", False)),
                    distractor_words=report["clip"]["config"]["distractor_words"],
-                   pooled_context=bool(report["t2i"]["config"]["model"].get("pooled_context", False)))
+                   pooled_context=bool(report["t2i"]["config"]["model"].get("pooled_context", False)),
+                   min_snr_gamma=float(report["t2i"]["config"].get("min_snr_gamma", 0.0)),
+                   channel_mult=tuple(report["t2i"]["config"]["model"]["channel_mult"]))
 
     @property
     def striped_elsewhere(self) -> float:
@@ -175,9 +179,10 @@ def train_world(out: Path, parts: tuple[str, ...], options: WorldTraining = Worl
         save_clip(clip, out / CLIP_DIR, clip_config.model)
         new["clip"] = clip_report
     if "t2i" in parts:
-        model_config = dataclasses.replace(default_model_config(), pooled_context=options.pooled_context)
+        model_config = dataclasses.replace(default_model_config(), pooled_context=options.pooled_context,
+                                           channel_mult=options.channel_mult)
         t2i_config = TextToImageTrainConfig(model=model_config, steps=options.t2i_steps, seed=seed,
-                                            striped_elsewhere=elsewhere)
+                                            striped_elsewhere=elsewhere, min_snr_gamma=options.min_snr_gamma)
         model, t2i_report = train_text_to_image(t2i_config, progress=_printer(log_every))
         model.half().save(out / T2I_FILE)
         new["t2i"] = t2i_report
@@ -203,6 +208,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="vocabulary entries drawn per CLIP step as extra negatives")
     parser.add_argument("--pooled-context", action="store_true",
                         help="the UNet also adds its mean text context to the timestep embedding")
+    parser.add_argument("--min-snr-gamma", type=float, default=WorldTraining.min_snr_gamma,
+                        help="> 0: weight the text-to-image loss by min(SNR, gamma) / SNR (0: plain eps loss)")
+    parser.add_argument("--channel-mult", type=int, nargs="+", default=list(WorldTraining.channel_mult),
+                        help="the text-to-image UNet's channel multiplier per level (one more level halves the "
+                             "smallest feature map: 1 2 2 reaches 4x4)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args(argv)
     parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
@@ -214,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     options = WorldTraining(world=args.world, seed=args.seed, checker_steps=args.checker_steps,
                             clip_steps=args.clip_steps, t2i_steps=args.t2i_steps,
                             no_shape_checker=args.no_shape_checker, distractor_words=args.distractor_words,
-                            pooled_context=args.pooled_context)
+                            pooled_context=args.pooled_context, min_snr_gamma=args.min_snr_gamma,
+                            channel_mult=tuple(args.channel_mult))
     train_world(args.out, parts, options)
     print(f"done in {time.perf_counter() - start:.0f} s; weights and report.json in {args.out}", flush=True)
     return 0

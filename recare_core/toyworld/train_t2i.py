@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..progress import ProgressCallback, StopCallback, check_stop
 from .toy_model import ToyModelConfig, ToyTextToImage
@@ -44,6 +43,9 @@ class TextToImageTrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     caption_dropout: float = 0.1
+    min_snr_gamma: float = 0.0
+    """> 0: Min-SNR-gamma loss weights ``min(SNR, gamma) / SNR`` (Hang et al. 2023), which move the eps loss's weight
+    from nearly clean timesteps to the noisy ones where a scene's shape is decided; 0: the plain eps loss."""
     caption_style: CaptionStyle = field(default_factory=CaptionStyle)
     striped_elsewhere: float = 0.0  # > 0: the partial co-occurrence world (world.WORLDS)
     seed: int = 0
@@ -56,6 +58,8 @@ class TextToImageTrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}.")
         if not 0 <= self.ema_decay < 1 or not 0 <= self.caption_dropout < 1:
             raise ValueError("ema_decay and caption_dropout must be in [0, 1).")
+        if self.min_snr_gamma < 0:
+            raise ValueError(f"min_snr_gamma must be 0 (off) or positive, got {self.min_snr_gamma}.")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -80,6 +84,14 @@ def training_batch(rng: np.random.Generator, config: TextToImageTrainConfig) -> 
     return render_batch(scenes, size), captions
 
 
+def timestep_loss_weights(alphas: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Per-timestep weights of the eps loss: Min-SNR-gamma ``min(SNR, gamma) / SNR`` or, for ``gamma`` 0, ones."""
+    if gamma <= 0:
+        return torch.ones_like(alphas)
+    snr = alphas / (1 - alphas)
+    return torch.clamp(snr, max=gamma) / snr
+
+
 @torch.no_grad()
 def _ema_update(ema: ToyTextToImage, model: ToyTextToImage, decay: float) -> None:
     for ema_param, param in zip(ema.parameters(), model.parameters()):
@@ -98,6 +110,7 @@ def train_text_to_image(config: TextToImageTrainConfig | None = None, progress: 
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     alphas = model.alphas_cumprod().float()
+    loss_weights = timestep_loss_weights(alphas, config.min_snr_gamma)
     losses: list[float] = []
     window: list[float] = []
     start = time.perf_counter()
@@ -111,7 +124,8 @@ def train_text_to_image(config: TextToImageTrainConfig | None = None, progress: 
         t = torch.randint(0, alphas.shape[0], (x0.shape[0],), generator=generator)
         a = alphas[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        loss = F.mse_loss(model.unet(x_t, t, model.encode_text(captions)), noise)
+        squared = (model.unet(x_t, t, model.encode_text(captions)) - noise).square().mean(dim=(1, 2, 3))
+        loss = (loss_weights[t] * squared).mean()
         value = float(loss.detach())
         if not math.isfinite(value):
             raise ToyTrainingDiverged(f"The loss became {value} at step {step + 1}: lower the learning rate.")
