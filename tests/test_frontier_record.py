@@ -1,6 +1,8 @@
 """The committed frontier record is what its result files give: the table in
 ``benchmarks/results/frontier/<world>/table.md`` (shown in the README) is recomputed from the committed JSONs,
-and every result file measured what the benchmark promises (the settings of its method, enough images)."""
+and every result file measured what the benchmark promises (the settings of its method, enough images). Records
+of worlds since retrained are kept, and checked the same way, under
+``benchmarks/results/frontier_archive/<which models>/<world>/``."""
 
 from __future__ import annotations
 
@@ -11,27 +13,31 @@ import pytest
 from recare_core.toyworld.frontier import FRONTIER_METHODS, method_by_name
 from recare_core.toyworld.frontier_summary import LEARNING_RATE_SWEEPS, load_results, matched_rates, matched_table
 
-RECORD = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "frontier"
-WORLDS = sorted(p.name for p in RECORD.glob("*") if (p / "table.md").is_file()) if RECORD.is_dir() else []
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+RECORD = RESULTS / "frontier"
+FIRST_PARTIAL = "frontier_archive/partial_first_t2i/partial"
+"""The fairer world's frontier with its first text-to-image model (shape right 0.375 of the time), since retrained."""
+WORLDS = sorted(str(p.parent.relative_to(RESULTS)) for p in [*RESULTS.glob("frontier/*/table.md"),
+                                                              *RESULTS.glob("frontier_archive/*/*/table.md")])
 
 
 @pytest.mark.parametrize("world", WORLDS)
 def test_committed_table_is_what_the_committed_results_give(world):
-    results = load_results(RECORD / world)
+    results = load_results(RESULTS / world)
     assert results, f"{world}: a table but no result files"
     order = [m.name for m in FRONTIER_METHODS if m.name in {r["method"] for r in results}]
-    assert (RECORD / world / "table.md").read_text(encoding="utf-8") == matched_table(results, order) + "\n"
+    assert (RESULTS / world / "table.md").read_text(encoding="utf-8") == matched_table(results, order) + "\n"
 
 
 @pytest.mark.parametrize("world", WORLDS)
 def test_the_readme_shows_the_committed_table(world):
-    readme = (RECORD.parents[2] / "README.md").read_text(encoding="utf-8")
-    assert (RECORD / world / "table.md").read_text(encoding="utf-8").strip() in readme
+    readme = (RESULTS.parents[1] / "README.md").read_text(encoding="utf-8")
+    assert (RESULTS / world / "table.md").read_text(encoding="utf-8").strip() in readme
 
 
 @pytest.mark.parametrize("world", WORLDS)
 def test_every_result_measured_its_methods_setting(world):
-    for record in load_results(RECORD / world):
+    for record in load_results(RESULTS / world):
         method = method_by_name(record["method"])
         assert record["steps"] in method.snapshots
         assert record["lr"] == method.lr and record["overrides"] == method.overrides
@@ -39,14 +45,14 @@ def test_every_result_measured_its_methods_setting(world):
         assert 0.0 <= record["figures"]["care_rate"] <= 1.0
 
 
-@pytest.mark.parametrize("world", [w for w in WORLDS if w == "cooccurrence"])
+@pytest.mark.parametrize("world", [w for w in WORLDS if w == "frontier/cooccurrence"])
 def test_what_the_full_run_established(world):
     """The findings the README states for the first world (the fairer one has too few seeds to state any), on
     every seed of the committed record: ReCARE at the reference stage-2
     target erases the target and resists the fresh attack (target and attack at most 0.10 at some setting), while
     plain ESD never does (its attack rate stays above 0.20 at every setting); and at matched target rate 0.10
     ReCARE keeps fewer circles than ESD on average over the seeds where both reach it."""
-    results = load_results(RECORD / world)
+    results = load_results(RESULTS / world)
     seeds = sorted({r["seed"] for r in results if r["method"] == "recare"} &
                    {r["seed"] for r in results if r["method"] == "esd"})
     assert len(seeds) >= 2, f"{world}: fewer than two seeds with both ESD and ReCARE"
@@ -60,13 +66,14 @@ def test_what_the_full_run_established(world):
     assert paired and sum(paired) / len(paired) < 0
 
 
-@pytest.mark.parametrize("world", [w for w in WORLDS if w == "partial"])
+@pytest.mark.parametrize("world", [w for w in WORLDS if w == FIRST_PARTIAL])
 def test_what_the_fairer_world_has_shown_so_far(world):
-    """The fairer world's findings, as the README states them, on every seed of the committed record: ReCARE at the
+    """The fairer world's findings with its first text-to-image model, as the README states them, on every seed of
+    the archived record: ReCARE at the
     reference target comes down to target and attack rate 0.10 or less at some setting, while plain ESD, at either
     learning rate, never comes down to target 0.10 with half of the circles kept. (Whether ReCARE keeps circles
     there differs by seed, so no claim about it is checked.)"""
-    results = load_results(RECORD / world)
+    results = load_results(RESULTS / world)
     seeds = sorted({r["seed"] for r in results if r["method"] == "recare"})
     assert len(seeds) >= 3, f"{world}: fewer than three seeds with ReCARE"
     for seed in seeds:
