@@ -9,6 +9,7 @@ stop back to ComfyUI's executor.
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 ProgressCallback = Callable[[int, int, str], None]
@@ -26,3 +27,15 @@ def check_stop(should_stop: StopCallback | None, message: str) -> None:
     """Raise :class:`Interrupted` with ``message`` when ``should_stop`` says so (no callback: never)."""
     if should_stop is not None and should_stop():
         raise Interrupted(message)
+
+
+def console_progress(every: int) -> ProgressCallback:
+    """A progress callback for command-line tools: prints ``[seconds since created] message`` (flushed, so that it
+    shows in a log file at once) on every ``every``-th step and on the last."""
+    start = time.perf_counter()
+
+    def report(step: int, total: int, message: str) -> None:
+        if step % every == 0 or step == total:
+            print(f"[{time.perf_counter() - start:7.0f}s] {message}", flush=True)
+
+    return report

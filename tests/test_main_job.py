@@ -17,7 +17,12 @@ from recare_core.methods.recare import ReCAREConfig
 def test_main_job_writes_every_output_and_never_overwrites(tmp_path):
     config = ReCAREConfig(n_rounds=1, erase_steps=2, ti_steps=2, robust_steps=2, ddim_steps=4, image_size=16,
                           num_adv_concepts=1, initializer_token="circle", seed=0)
-    first = run_main_job(tmp_path, seed=0, n_images=4, pipeline_images=4, sample_steps=3, config=config)
+    heard: list[tuple[int, int, str]] = []
+    first = run_main_job(tmp_path, seed=0, n_images=4, pipeline_images=4, sample_steps=3, config=config,
+                         progress=lambda step, total, message: heard.append((step, total, message)))
+    stages = [message for step, _, message in heard if step == 0]
+    assert [m.split()[0] for m in stages] == ["generating", "building", "ReCARE", "generating"]
+    assert any(step > 0 for step, _, _ in heard)  # ReCARE's own steps are passed on
     assert set(first) == {"care_set", "erasure", "report", "grid"}
     care_set = json.loads(first["care_set"].read_text())
     assert any(key.endswith("_care_word") for key in care_set)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from recare_core.careset.clip_loading import FROM_CONFIG, load_care_clip
-from recare_core.progress import Interrupted
+from recare_core.progress import Interrupted, console_progress
 from recare_core.toyworld.toy_model import ToyModelConfig, ToyTextToImage, word_token_ids
 from recare_core.toyworld.checkers import AttributeChecker, CheckerConfig, checker_accuracy, degrade
 from recare_core.toyworld.evaluate import (
@@ -208,3 +208,12 @@ def test_clip_training_roundtrips_through_the_pack_loader(tmp_path):
     torch.testing.assert_close(loaded.embed_texts(["a striped circle"]), clip.embed_texts(["a striped circle"]))
     with pytest.raises(ValueError, match="batch_size"):
         ClipTrainConfig(batch_size=1).validate()
+
+
+def test_console_progress_prints_every_nth_step_and_the_last(capsys):
+    report = console_progress(every=3)
+    for step in range(1, 8):
+        report(step, 7, f"step {step}/7")
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("] ")[1] for line in lines] == ["step 3/7", "step 6/7", "step 7/7"]
+    assert all(line.startswith("[") and "s] " in line for line in lines)

@@ -36,6 +36,7 @@ from .experiment import ExperimentSettings, experiment_settings
 from .frontier import SHARED_LR
 from .world import CARE_ATTRIBUTE, CARE_VALUE, TARGET_ATTRIBUTE, TARGET_VALUE
 from ..methods.recare import ReCAREConfig, run_recare
+from ..progress import ProgressCallback, console_progress
 
 
 MAIN_JOB_WORLD = "partial"
@@ -93,14 +94,15 @@ def _checker_lines(world: World, rows: list[tuple[str, torch.Tensor]]) -> list[s
 
 
 def run_main_job(out: Path, seed: int = 0, n_images: int = 12, pipeline_images: int = 32, sample_steps: int = 20,
-                 config: ReCAREConfig | None = None, weights: Path | None = None) -> dict[str, Path]:
+                 config: ReCAREConfig | None = None, weights: Path | None = None,
+                 progress: ProgressCallback | None = None) -> dict[str, Path]:
     """Run the pipeline and write its outputs into ``out`` (created): ``careset_00001.json``,
     ``erasure.safetensors``, ``care_score_report.txt`` and ``before_after.png``; when a name is taken the next
     free ``_00001``-style number is used, so existing files are never overwritten.
 
     ``max(pipeline_images, n_images)`` images of the target build the CARE-set and feed ReCARE's textual inversion
     (as in the frontier); the checker's shares are taken on that many images per row and the grid shows the first
-    ``n_images``."""
+    ``n_images``. ``progress`` hears each stage's start (step 0 of 1) and ReCARE's steps."""
     if n_images < 1 or pipeline_images < 1:
         raise ValueError(f"The main job needs at least one image per prompt, got n_images={n_images} and "
                          f"pipeline_images={pipeline_images}.")
@@ -115,18 +117,25 @@ def run_main_job(out: Path, seed: int = 0, n_images: int = 12, pipeline_images: 
     def sample(prompt: str) -> torch.Tensor:
         return generate_images(backend, [prompt] * len(seeds), seeds, steps=sample_steps, guidance_scale=5.0)
 
+    def stage(message: str) -> None:
+        if progress is not None:
+            progress(0, 1, message)
+
+    stage(f"generating {len(seeds)} images of '{world.target_prompt}' and '{world.care_prompt}'")
     start = time.perf_counter()
     target_before, care_before = sample(world.target_prompt), sample(world.care_prompt)
     timings["generate original"] = time.perf_counter() - start
 
+    stage("building the CARE-set")
     start = time.perf_counter()
     care_set = build_care_set(target_before, world.clip, world.target, "object",
                               dataclasses.replace(settings.care_set, seed=seed))
     timings["build CARE-set"] = time.perf_counter() - start
 
+    stage(f"ReCARE unlearning with the CARE-set {', '.join(care_set.words[:8])}, ...")
     start = time.perf_counter()
     result = run_recare(backend, target_before, care_set.anchor_prompts, care_set.retain_prompts, world.target,
-                        config)
+                        config, progress=progress)
     timings["ReCARE unlearning"] = time.perf_counter() - start
 
     erasure = Erasure(concept=world.target, increments=result.increments, metadata={
@@ -134,6 +143,7 @@ def run_main_job(out: Path, seed: int = 0, n_images: int = 12, pipeline_images: 
         "settings": dataclasses.asdict(config), "base_model": f"recare toy world '{world.name}' (trained)",
         "pack_version": __version__}, adversarial_embeddings=result.learned_tokens)
     apply_increments(backend.model, result.increments)
+    stage("generating the erased model's images and scoring them")
     target_after, care_after = sample(world.target_prompt), sample(world.care_prompt)
 
     scores = {
@@ -194,7 +204,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     started = time.perf_counter()
-    paths = run_main_job(args.out, args.seed, args.images, args.pipeline_images, weights=args.weights)
+    paths = run_main_job(args.out, args.seed, args.images, args.pipeline_images, weights=args.weights,
+                         progress=console_progress(every=10))
     print(f"main job finished in {time.perf_counter() - started:.0f}s; outputs:")
     for name, path in paths.items():
         print(f"  {name:9s} {path}")

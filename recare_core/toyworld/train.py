@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..careset.clip_model import CareClip
-from ..progress import ProgressCallback
+from ..progress import console_progress
 from .torch_backend import TorchBackend
 from .checkers import AttributeChecker, train_checker
 from .default import CHECKER_FILE, CLIP_DIR, CLIP_FILE, REPORT_FILE, T2I_FILE, load_checker, load_clip, \
@@ -73,16 +73,6 @@ def text_to_image_quality(backend: TorchBackend, checker: AttributeChecker, imag
         "care_prompts_circle": round(care.share_showing(CARE_ATTRIBUTE, CARE_VALUE), 4),
         "utility_prompts_accuracy": {k: round(v, 4) for k, v in utility.attribute_accuracy().items()},
     }
-
-
-def _printer(every: int) -> ProgressCallback:
-    start = time.perf_counter()
-
-    def report(step: int, total: int, message: str) -> None:
-        if step % every == 0 or step == total:
-            print(f"[{time.perf_counter() - start:7.0f}s] {message}", flush=True)
-
-    return report
 
 
 @dataclass(frozen=True)
@@ -168,14 +158,15 @@ def train_world(out: Path, parts: tuple[str, ...], options: WorldTraining = Worl
                  "world": {"name": options.world, "striped_elsewhere": elsewhere}}
     if "checker" in parts:
         checker, checker_report = train_checker(steps=options.checker_steps, seed=seed,
-                                                progress=_printer(log_every * 4), no_shape=options.no_shape_checker)
+                                                progress=console_progress(log_every * 4),
+                                                no_shape=options.no_shape_checker)
         checker.save(out / CHECKER_FILE, checker_report)
         new["checker"] = checker_report
         print("checker held-out accuracy:", checker_report["held_out_accuracy"], flush=True)
     if "clip" in parts:
         clip_config = ClipTrainConfig(steps=options.clip_steps, seed=seed, distractor_words=options.distractor_words,
                                       striped_elsewhere=elsewhere)
-        clip, clip_report = train_clip(clip_config, progress=_printer(log_every * 2))
+        clip, clip_report = train_clip(clip_config, progress=console_progress(log_every * 2))
         save_clip(clip, out / CLIP_DIR, clip_config.model)
         new["clip"] = clip_report
     if "t2i" in parts:
@@ -183,7 +174,7 @@ def train_world(out: Path, parts: tuple[str, ...], options: WorldTraining = Worl
                                            channel_mult=options.channel_mult)
         t2i_config = TextToImageTrainConfig(model=model_config, steps=options.t2i_steps, seed=seed,
                                             striped_elsewhere=elsewhere, min_snr_gamma=options.min_snr_gamma)
-        model, t2i_report = train_text_to_image(t2i_config, progress=_printer(log_every))
+        model, t2i_report = train_text_to_image(t2i_config, progress=console_progress(log_every))
         model.half().save(out / T2I_FILE)
         new["t2i"] = t2i_report
     report = json.loads(report_path.read_text(encoding="utf-8")) if report_path.is_file() else {}
