@@ -23,6 +23,7 @@ from recare_core.toyworld.default import (
 from recare_core.toyworld.toy_model import ToyModelConfig
 from recare_core.toyworld.toy_unet import ToyUNet
 from recare_core.toyworld.train import WorldTraining
+from recare_core.toyworld.train import main as train_main
 from recare_core.toyworld.world import SHAPES, WORLDS, WorldError, sample_scene
 
 torch.set_num_threads(1)
@@ -119,3 +120,14 @@ def test_the_shipped_partial_world_is_complete_and_its_report_is_what_it_was_tra
     assert 0.0 <= quality["attribute_accuracy"]["shape"] <= 1.0 and quality["target_prompts_striped"] > 0.5
     assert report["care_set_check"]["target_images"] == 32
 
+
+
+@pytest.mark.parametrize("flags, message", [(["--channel-mult", "1", "0"], "channel_mult"),
+                                            (["--channel-mult", "1", "2", "2", "2", "2", "2"], "divisible"),
+                                            (["--min-snr-gamma", "-1"], "min_snr_gamma")])
+def test_bad_text_to_image_options_are_refused_before_anything_is_written(tmp_path, capsys, flags, message):
+    out = tmp_path / "world"
+    with pytest.raises(SystemExit) as stopped:
+        train_main(["--out", str(out), "--parts", "checker,t2i", *flags])
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
+    assert not out.exists()

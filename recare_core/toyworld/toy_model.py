@@ -53,6 +53,8 @@ class ToyModelConfig:
     pooled_context: bool = False  # also add the context's mean (projected) to the timestep embedding
 
     def __post_init__(self) -> None:
+        if not self.channel_mult or min(self.channel_mult) < 1:
+            raise ValueError(f"channel_mult needs one multiplier of at least 1 per level, got {self.channel_mult}.")
         factor = 2 ** (len(self.channel_mult) - 1)
         if self.image_size % factor:
             raise ValueError(f"image_size {self.image_size} must be divisible by {factor} for this channel_mult.")

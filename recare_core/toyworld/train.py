@@ -104,6 +104,15 @@ class WorldTraining:
                    min_snr_gamma=float(report["t2i"]["config"].get("min_snr_gamma", 0.0)),
                    channel_mult=tuple(report["t2i"]["config"]["model"]["channel_mult"]))
 
+    def text_to_image_config(self) -> TextToImageTrainConfig:
+        """The text-to-image training these options ask for, validated (``ValueError`` says what is wrong)."""
+        model = dataclasses.replace(default_model_config(), pooled_context=self.pooled_context,
+                                    channel_mult=self.channel_mult)
+        config = TextToImageTrainConfig(model=model, steps=self.t2i_steps, seed=self.seed,
+                                        striped_elsewhere=self.striped_elsewhere, min_snr_gamma=self.min_snr_gamma)
+        config.validate()
+        return config
+
     @property
     def striped_elsewhere(self) -> float:
         if self.world not in WORLDS:
@@ -151,9 +160,10 @@ def train_world(out: Path, parts: tuple[str, ...], options: WorldTraining = Worl
                 log_every: int = 50) -> dict:
     """Train ``parts`` into ``out``, then measure every part found there; returns and writes the report
     (``report.json``, merged with what an earlier run wrote)."""
+    t2i_config = options.text_to_image_config()  # a bad option fails before anything is trained or written
+    seed, elsewhere = options.seed, options.striped_elsewhere
     out.mkdir(parents=True, exist_ok=True)
     report_path = out / REPORT_FILE
-    seed, elsewhere = options.seed, options.striped_elsewhere
     new: dict = {"seed": seed, "torch_version": torch.__version__,
                  "world": {"name": options.world, "striped_elsewhere": elsewhere}}
     if "checker" in parts:
@@ -170,10 +180,6 @@ def train_world(out: Path, parts: tuple[str, ...], options: WorldTraining = Worl
         save_clip(clip, out / CLIP_DIR, clip_config.model)
         new["clip"] = clip_report
     if "t2i" in parts:
-        model_config = dataclasses.replace(default_model_config(), pooled_context=options.pooled_context,
-                                           channel_mult=options.channel_mult)
-        t2i_config = TextToImageTrainConfig(model=model_config, steps=options.t2i_steps, seed=seed,
-                                            striped_elsewhere=elsewhere, min_snr_gamma=options.min_snr_gamma)
         model, t2i_report = train_text_to_image(t2i_config, progress=console_progress(log_every))
         model.half().save(out / T2I_FILE)
         new["t2i"] = t2i_report
@@ -217,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
                             no_shape_checker=args.no_shape_checker, distractor_words=args.distractor_words,
                             pooled_context=args.pooled_context, min_snr_gamma=args.min_snr_gamma,
                             channel_mult=tuple(args.channel_mult))
+    try:
+        options.text_to_image_config()
+    except ValueError as error:
+        parser.error(str(error))
     train_world(args.out, parts, options)
     print(f"done in {time.perf_counter() - start:.0f} s; weights and report.json in {args.out}", flush=True)
     return 0
