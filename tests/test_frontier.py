@@ -22,7 +22,7 @@ from recare_core.toyworld.frontier import (
     run_method_seed,
 )
 from recare_core.toyworld.frontier_summary import (
-    at_matched_target, best_matched_rates, equal_setting_table, learning_rate_sweep_table, load_results, matched_table,
+    at_matched_target, best_matched_rates, equal_setting_table, strength_sweep_table, load_results, matched_table,
     render_frontier_plot, t_interval)
 
 torch.set_num_threads(1)
@@ -96,7 +96,7 @@ def test_reduced_frontier_runs_resumes_and_summarises(tmp_path):
     assert render_frontier_plot(results, ["original", "esd"]).size == (1100, 520)
 
 
-def test_learning_rate_sweep_takes_each_seeds_best_rate_and_pairs_it_with_the_baselines_best():
+def test_strength_sweep_takes_each_seeds_best_row_and_pairs_it_with_the_baselines_best():
     def curve(method, seed, targets, cares):
         return [{"method": method, "steps": steps, "seed": seed,
                  "figures": {"target_rate": t, "adversarial_rate": 0.0, "care_rate": c, "utility": 0.6}}
@@ -108,9 +108,13 @@ def test_learning_rate_sweep_takes_each_seeds_best_rate_and_pairs_it_with_the_ba
     # (the best ESD); recare 0.9; recare_low_lr never comes down to 0.20
     assert best_matched_rates(results, ("esd", "esd_low_lr"), 0.20)[0]["care_rate"] == pytest.approx(0.8)
     assert best_matched_rates(results, ("recare_low_lr",), 0.20) == {}
-    lines = learning_rate_sweep_table(results, levels=(0.20,))
+    lines = strength_sweep_table(results, levels=(0.20,))
     assert lines[2] == "| esd | esd, esd_low_lr | 1 | 0.80 | — |"
     assert lines[3] == "| recare | recare, recare_low_lr | 1 | 0.90 | 0.10 |"
-    assert learning_rate_sweep_table(results[:4]) == []  # ReCARE's rows missing: no sweep table
-    only_faithful_rate = learning_rate_sweep_table(results[:6], levels=(0.20,))  # recare_low_lr has not run
+    assert strength_sweep_table(results[:4]) == []  # ReCARE's rows missing: no sweep table
+    only_faithful_rate = strength_sweep_table(results[:6], levels=(0.20,))  # recare_low_lr has not run
     assert only_faithful_rate[3] == "| recare | recare | 1 | 0.90 | 0.10 |"
+    # a row that starts below the level (no original model here) does not reach it: the best ESD stays 0.8,
+    # and the rows column names all three of ESD's rows
+    with_guidance = results + curve("esd_strong_guidance", 0, (0.1, 0.0), (0.5, 0.1))
+    assert strength_sweep_table(with_guidance, levels=(0.20,))[2] == "| esd | esd, esd_low_lr, esd_strong_guidance | 1 | 0.80 | — |"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from recare_core.toyworld.frontier import FRONTIER_METHODS, method_by_name
-from recare_core.toyworld.frontier_summary import LEARNING_RATE_SWEEPS, load_results, matched_rates, matched_table
+from recare_core.toyworld.frontier_summary import STRENGTH_SWEEPS, load_results, matched_rates, matched_table
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 RECORD = RESULTS / "frontier"
@@ -79,6 +79,6 @@ def test_what_the_fairer_world_has_shown_so_far(world):
     for seed in seeds:
         recare = [r["figures"] for r in results if r["method"] == "recare" and r["seed"] == seed]
         assert any(f["target_rate"] <= 0.10 and f["adversarial_rate"] <= 0.10 for f in recare), seed
-    esd_rows = dict(LEARNING_RATE_SWEEPS)["esd"]  # plain ESD at every learning rate of the sweep
+    esd_rows = dict(STRENGTH_SWEEPS)["esd"]  # plain ESD at every strength setting of the sweep
     esd = [r["figures"] for r in results if r["method"] in esd_rows]
     assert esd and not any(f["target_rate"] <= 0.10 and f["care_rate"] >= 0.5 for f in esd)

@@ -89,11 +89,21 @@ LOW_LR_STEPS: tuple[int, ...] = (30, 90, 270, 810)
 times the range, given to the baseline and to ReCARE alike (at 6e-5 ESD's target rate rose again between 270 and
 810 steps on some seeds)."""
 
+ESD_STRONG_GUIDANCE = 5.0
+"""The guidance half of ESD's sweep, mirroring ReCARE's erase-weight half (``recare_tuned``): ESD's target
+``e_c - (s - 1) * update`` at s = 5 is ``e_u - 3 * update``, the same weight 3 on the target's update as ReCARE's
+stage-2 target at the reference scale (``e_anchor - 3 * update``); at its paper's s = 3 it is ``e_u - update``.
+In the retrained fairer world ESD at s = 3 came down only to target 0.42 / 0.485 in 810 steps (seeds 0, 1)
+while stage 2 was at 0.07 / 0.00 after 90, so without this row ESD's strength, not its CARE, was compared."""
+
 FRONTIER_METHODS: tuple[FrontierMethod, ...] = (
     FrontierMethod("original", "original", (0,)),
     # Plain ESD at its own paper's guidance (eta = 1, s = 3).
     FrontierMethod("esd", "esd", ESD_STEPS, lr=SHARED_LR, overrides={"negative_guidance": 3.0}),
     FrontierMethod("esd_low_lr", "esd", LOW_LR_STEPS, lr=LOW_LR, overrides={"negative_guidance": 3.0}),
+    # Plain ESD pushed away from the target as hard as ReCARE's stage-2 target is (see ESD_STRONG_GUIDANCE).
+    FrontierMethod("esd_strong_guidance", "esd", STEPS, lr=SHARED_LR,
+                   overrides={"negative_guidance": ESD_STRONG_GUIDANCE}),
     # ReCARE at the reference stage-2 target (erase weight S + 1 = 3, anchor S - 1 = 1).
     FrontierMethod("recare", "recare", STEPS, lr=SHARED_LR),
     FrontierMethod("recare_low_lr", "recare", LOW_LR_STEPS, lr=LOW_LR),

@@ -22,11 +22,14 @@ RATES: tuple[str, ...] = ("target_rate", "adversarial_rate", "care_rate", "utili
 EQUAL_SETTING_PAIRS: tuple[tuple[str, str], ...] = (("recare_sampling_reuse", "recare"), ("esd_sampling_reuse", "esd"))
 """(variant, faithful run) pairs compared setting by setting on the same seeds: a speed option is judged by
 whether it erases, resists the attack and keeps CARE like the faithful run at equal steps."""
-LEARNING_RATE_SWEEPS: tuple[tuple[str, tuple[str, ...]], ...] = (("esd", ("esd", "esd_low_lr")),
-                                                               ("recare", ("recare", "recare_low_lr")))
-"""(method, its rows at each learning rate): a method's frontier over learning rate x steps is, per seed and
-matched level, the row that keeps most CARE there (every method gets the same number of rates, so the upward
-bias of picking the best of two noisy rows is the same for each)."""
+STRENGTH_SWEEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("esd", ("esd", "esd_low_lr", "esd_strong_guidance")),
+    ("recare", ("recare", "recare_low_lr", "recare_tuned")))
+"""(method, its rows at each strength setting): a method's frontier over learning rate x strength x steps is, per
+seed and matched level, the row that keeps most CARE there. Each method has three rows: its default, the other
+learning rate, and the other weight on the target's update (ESD's guidance s = 5, ReCARE's erase weight 1), so the
+upward bias of picking the best of three noisy rows is the same for each once all have run (the table's ``rows``
+column names the rows that did)."""
 COLOURS: tuple[tuple[int, int, int], ...] = ((90, 90, 90), (214, 39, 40), (31, 119, 180), (44, 160, 44),
                                              (148, 103, 189), (255, 127, 14), (140, 86, 75), (23, 190, 207),
                                              (188, 189, 34), (227, 119, 194), (0, 0, 0), (127, 127, 255))
@@ -103,18 +106,18 @@ def best_matched_rates(results: Sequence[dict], rows: Sequence[str], level: floa
     return best
 
 
-def learning_rate_sweep_table(results: Sequence[dict], levels: Sequence[float] = MATCHED_TARGETS) -> list[str]:
-    """Markdown lines: CARE at matched target rates for each method of :data:`LEARNING_RATE_SWEEPS`, the best of
-    its learning rates per seed, and its paired difference to the baseline's (the first method) best. Only rows
+def strength_sweep_table(results: Sequence[dict], levels: Sequence[float] = MATCHED_TARGETS) -> list[str]:
+    """Markdown lines: CARE at matched target rates for each method of :data:`STRENGTH_SWEEPS`, the best of
+    its rows per seed, and its paired difference to the baseline's (the first method) best. Only rows
     that ran count (the ``rows`` column names them); none without the baseline and one other method."""
     present = {r["method"] for r in results}
-    sweeps = [(name, tuple(row for row in rows if row in present)) for name, rows in LEARNING_RATE_SWEEPS]
+    sweeps = [(name, tuple(row for row in rows if row in present)) for name, rows in STRENGTH_SWEEPS]
     sweeps = [(name, rows) for name, rows in sweeps if rows]
-    if len(sweeps) < 2 or sweeps[0][0] != LEARNING_RATE_SWEEPS[0][0]:
+    if len(sweeps) < 2 or sweeps[0][0] != STRENGTH_SWEEPS[0][0]:
         return []
     baseline = sweeps[0][0]
     columns = [f"{what} @ target {level:.2f}" for level in levels for what in ("CARE ↑", f"CARE − {baseline}")]
-    lines = ["| best of its learning rates | rows | seeds | " + " | ".join(columns) + " |",
+    lines = ["| best of its settings | rows | seeds | " + " | ".join(columns) + " |",
              "|" + "---|" * (3 + len(columns))]
     reference = {level: best_matched_rates(results, sweeps[0][1], level) for level in levels}
     for name, rows in sweeps:
@@ -167,7 +170,7 @@ def matched_table(results: Sequence[dict], methods: Sequence[str], baseline: str
                  "linearly in the matched rate between the two settings around the level; the original model is "
                  f"every curve's first point); CARE − {baseline}: the difference on the same seed, over the seeds "
                  "where both curves reach the level")
-    sweep = learning_rate_sweep_table(results)
+    sweep = strength_sweep_table(results)
     if sweep:
         lines += ["", *sweep]
     present = {r["method"] for r in results}
