@@ -20,6 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from recare_core.cli_args import non_negative_int, positive_int  # noqa: E402
 from recare_core.toyworld.default import WORLD_WEIGHTS_DIRS, load_world, world_weights_dir  # noqa: E402
 from recare_core.toyworld.frontier import (  # noqa: E402
     FRONTIER_METHODS,
@@ -58,10 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--world", default="cooccurrence", choices=sorted(WORLD_WEIGHTS_DIRS),
                         help="the shipped toy world to run in (also the results sub-folder)")
     parser.add_argument("--weights", type=Path, help="another trained folder of that world (default: the shipped)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--methods", nargs="+", choices=METHOD_NAMES, default=list(METHOD_NAMES))
-    parser.add_argument("--jobs", type=int, default=2, help="seeds run in parallel (one CPU thread each)")
-    parser.add_argument("--images", type=int, default=FrontierSettings.images, help="least images per rate")
+    parser.add_argument("--jobs", type=positive_int, default=2, help="seeds run in parallel (one CPU thread each)")
+    parser.add_argument("--images", type=positive_int, default=FrontierSettings.images, help="least images per rate")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     folder = args.out / args.world

@@ -18,9 +18,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from recare_core.cli_args import positive_int  # noqa: E402
 from recare_core.toyworld.default import WORLD_WEIGHTS_DIRS, load_world, world_weights_dir  # noqa: E402
 from recare_core.toyworld.generate import generate_images  # noqa: E402
-from recare_core.toyworld.main_job import positive_int  # noqa: E402
 from recare_core.toyworld.torch_backend import TorchBackend  # noqa: E402
 from recare_core.toyworld.world import SHAPES  # noqa: E402
 

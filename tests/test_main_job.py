@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
 from PIL import Image
 
 from recare_core.erasure.io import load_erasure
-from recare_core.toyworld.main_job import positive_int, run_main_job
+from recare_core.toyworld.main_job import run_main_job
 from recare_core.methods.recare import ReCAREConfig
 
 
@@ -44,7 +43,3 @@ def test_main_job_refuses_an_empty_image_count_before_writing_anything(tmp_path)
     with pytest.raises(ValueError, match="at least one image per prompt"):
         run_main_job(tmp_path / "out", n_images=0)
     assert not (tmp_path / "out").exists()
-    assert positive_int("3") == 3
-    for bad in ("0", "-2", "many"):
-        with pytest.raises(argparse.ArgumentTypeError):
-            positive_int(bad)

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
+from ..cli_args import non_negative_int, positive_int
 from ..scoring.care_score import care_score
 from ..careset.build import build_care_set
 from ..careset.io import save_care_set
@@ -180,28 +181,17 @@ def run_main_job(out: Path, seed: int = 0, n_images: int = 12, pipeline_images: 
     }
 
 
-def positive_int(text: str) -> int:
-    """``argparse`` type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is less than 1")
-    return value
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("out/main_job"), help="output folder")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--images", type=positive_int, default=12, help="images per prompt shown in the grid")
     parser.add_argument("--pipeline-images", type=positive_int, default=32,
                         help="images of the target for the CARE-set and ReCARE (and per checker row)")
     parser.add_argument("--weights", type=Path, default=None,
                         help="a trained toy-world folder (default: the fairer world shipped in "
                              "recare_core/toyworld/weights_partial)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     started = time.perf_counter()
     paths = run_main_job(args.out, args.seed, args.images, args.pipeline_images, weights=args.weights,

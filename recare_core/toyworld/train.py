@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..careset.clip_model import CareClip
+from ..cli_args import non_negative_int, positive_int
 from ..progress import console_progress
 from .torch_backend import TorchBackend
 from .checkers import AttributeChecker, train_checker
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", default=",".join(PARTS),
                         help=f"comma-separated parts to train (the others are only measured): {', '.join(PARTS)}")
     parser.add_argument("--world", choices=sorted(WORLDS), default="cooccurrence")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--checker-steps", type=int, default=WorldTraining.checker_steps)
     parser.add_argument("--clip-steps", type=int, default=WorldTraining.clip_steps)
     parser.add_argument("--t2i-steps", type=int, default=WorldTraining.t2i_steps)
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channel-mult", type=int, nargs="+", default=list(WorldTraining.channel_mult),
                         help="the text-to-image UNet's channel multiplier per level (one more level halves the "
                              "smallest feature map: 1 2 2 reaches 4x4)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
     args = parser.parse_args(argv)
     parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
     unknown = [p for p in parts if p not in PARTS]
