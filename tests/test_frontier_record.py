@@ -47,11 +47,10 @@ def test_every_result_measured_its_methods_setting(world):
 
 @pytest.mark.parametrize("world", [w for w in WORLDS if w == "frontier/cooccurrence"])
 def test_what_the_full_run_established(world):
-    """The findings the README states for the first world (the fairer one has too few seeds to state any), on
-    every seed of the committed record: ReCARE at the reference stage-2
-    target erases the target and resists the fresh attack (target and attack at most 0.10 at some setting), while
-    plain ESD never does (its attack rate stays above 0.20 at every setting); and at matched target rate 0.10
-    ReCARE keeps fewer circles than ESD on average over the seeds where both reach it."""
+    """The findings the README states for the first world, on every seed of the committed record: ReCARE at the
+    reference stage-2 target erases the target and resists the fresh attack (target and attack at most 0.10 at
+    some setting), while plain ESD never does (its attack rate stays above 0.20 at every setting); and at matched
+    target rate 0.10 ReCARE keeps fewer circles than ESD on average over the seeds where both reach it."""
     results = load_results(RESULTS / world)
     seeds = sorted({r["seed"] for r in results if r["method"] == "recare"} &
                    {r["seed"] for r in results if r["method"] == "esd"})
@@ -82,3 +81,26 @@ def test_what_the_fairer_world_has_shown_so_far(world):
     esd_rows = dict(STRENGTH_SWEEPS)["esd"]  # plain ESD at every strength setting of the sweep
     esd = [r["figures"] for r in results if r["method"] in esd_rows]
     assert esd and not any(f["target_rate"] <= 0.10 and f["care_rate"] >= 0.5 for f in esd)
+
+
+def _seeds_where(results: list[dict], rows: tuple[str, ...], holds) -> set[int]:
+    """The seeds on which some setting of one of ``rows`` has figures for which ``holds`` is true."""
+    return {r["seed"] for r in results if r["method"] in rows and holds(r["figures"])}
+
+
+@pytest.mark.parametrize("world", [w for w in WORLDS if w == "frontier/partial"])
+def test_what_the_retrained_fairer_world_has_shown(world):
+    """The retrained fairer world's findings as the README states them, on the committed record: ReCARE at the
+    reference target comes down to target and attack rate 0.10 or less at some setting on every seed, and holds
+    the fresh attack to 0.30 or less with at least half of the circles kept on all seeds but at most one; plain
+    ESD, at any of its strength settings, does that on at most one seed; and at its paper's guidance (s = 3) it
+    never comes down to target 0.10 with half of the circles kept."""
+    results = load_results(RESULTS / world)
+    seeds = {r["seed"] for r in results if r["method"] == "recare"}
+    assert len(seeds) >= 5, f"{world}: fewer than five seeds with ReCARE"
+    assert _seeds_where(results, ("recare",), lambda f: f["target_rate"] <= 0.10 and f["adversarial_rate"] <= 0.10) \
+        == seeds
+    resists = lambda f: f["adversarial_rate"] <= 0.30 and f["care_rate"] >= 0.5  # noqa: E731
+    assert len(seeds - _seeds_where(results, ("recare",), resists)) <= 1
+    assert len(_seeds_where(results, dict(STRENGTH_SWEEPS)["esd"], resists)) <= 1
+    assert not _seeds_where(results, ("esd",), lambda f: f["target_rate"] <= 0.10 and f["care_rate"] >= 0.5)
