@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,9 +27,15 @@ def test_argument_types_take_whole_numbers_in_range_and_name_what_is_wrong():
 
 
 def _frontier_main():
-    spec = importlib.util.spec_from_file_location("frontier_cli", FRONTIER_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    """The benchmark script's ``main``. The script puts the repo root first on ``sys.path``; the path is restored,
+    or the repo's ``nodes/`` package would shadow ComfyUI's ``nodes`` for the ComfyUI tests run after this one."""
+    saved = list(sys.path)
+    try:
+        spec = importlib.util.spec_from_file_location("frontier_cli", FRONTIER_SCRIPT)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path[:] = saved
     return module.main
 
 
