@@ -50,5 +50,6 @@ def test_command_line_tools_refuse_bad_numbers_before_writing(tmp_path, capsys, 
     main = {"frontier": _frontier_main, "train": lambda: train_main, "main_job": lambda: main_job_main}[tool]()
     with pytest.raises(SystemExit) as stopped:
         main([*argv, "--out", str(out)])
-    assert stopped.value.code == 2 and f"error: argument {next(a for a in argv if a.startswith('--'))}" in capsys.readouterr().err
+    option = next(a for a in argv if a.startswith("--"))
+    assert stopped.value.code == 2 and f"error: argument {option}" in capsys.readouterr().err
     assert not out.exists()

@@ -117,4 +117,5 @@ def test_strength_sweep_takes_each_seeds_best_row_and_pairs_it_with_the_baseline
     # a row that starts below the level (no original model here) does not reach it: the best ESD stays 0.8,
     # and the rows column names all three of ESD's rows
     with_guidance = results + curve("esd_strong_guidance", 0, (0.1, 0.0), (0.5, 0.1))
-    assert strength_sweep_table(with_guidance, levels=(0.20,))[2] == "| esd | esd, esd_low_lr, esd_strong_guidance | 1 | 0.80 | — |"
+    assert strength_sweep_table(with_guidance, levels=(0.20,))[2] == \
+        "| esd | esd, esd_low_lr, esd_strong_guidance | 1 | 0.80 | — |"
