@@ -10,6 +10,11 @@ The partial-sampling depth is fixed (``--k``) so runs compare at equal work; sta
     python benchmarks/unlearn_steps.py --image-size 32 --k 10 --steps 6
     python benchmarks/unlearn_steps.py --backend comfy --family sdxl --image-size 64 --k 2 --steps 3
 
+``--op-profile`` adds where the timed steps' CPU time goes (torch profiler): the share spent in dense kernels
+(convolutions, matrix products and their backward passes), whose work the rows the maths needs fix, and the
+GFLOP/s those kernels reach where the profiler counts their operations (forward convolutions and matmuls): a
+loop whose dense share is high and whose kernels run at the machine's rate has little left to win per row.
+
 ``--family`` (``--backend comfy``) picks the model family: ``sd15`` (the tests' tiny SD1.5), ``sd2`` or ``sdxl``
 (the tests' tiny SD 2.x / SDXL-family checkpoints, cached in ~/.cache/recare/checkpoints/), or give a real
 ``--checkpoint`` of that family.
@@ -39,6 +44,14 @@ from recare_core.methods.recare import PRESETS, ReCAREConfig  # noqa: E402
 from recare_core.training.weight_update import WeightUpdate  # noqa: E402
 
 STAGES = ("erase", "ti", "robust")
+DENSE_KERNELS = ("aten::mkldnn_convolution", "aten::_slow_conv2d_forward", "aten::convolution_backward",
+                 "aten::_slow_conv2d_backward", "aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm",
+                 "aten::_scaled_dot_product_flash_attention_for_cpu",
+                 "aten::_scaled_dot_product_flash_attention_for_cpu_backward")
+"""The kernels whose cost the evaluated rows fix (self time, so wrappers such as ``aten::conv2d`` are not
+counted twice)."""
+FLOP_COUNTED = ("aten::conv2d", "aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+"""Dense operations whose FLOPs the profiler counts (forward; elementwise counts are left out of the rate)."""
 KINDS = ("full", "lora")
 ANCHORS = ["a person", "a tree", "a dog", "a house"]
 RETAINS = ["a photo of person", "a photo of tree", "a photo of dog", "a photo of house"]
@@ -82,6 +95,33 @@ def make_comfy_backend(args: argparse.Namespace) -> DiffusionBackend:
 
 
 BACKENDS = {"torch": make_torch_backend, "comfy": make_comfy_backend}
+
+
+def matmul_gflops(device: torch.device, size: int = 1024, repeats: int = 10) -> float:
+    """The rate of a plain ``size``-square float32 matmul here: the yardstick for the loops' dense kernels."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def dense_kernel_figures(profiler: torch.profiler.profile) -> dict[str, float]:
+    """``dense_share`` (self CPU time in :data:`DENSE_KERNELS` over all self CPU time) and ``dense_gflops``
+    (operations per second of the profiled kernels that report a FLOP count) of a finished CPU profile."""
+    events = profiler.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    dense = sum(e.self_cpu_time_total for e in events if e.key in DENSE_KERNELS)
+    counted = [e for e in profiler.events() if e.name in FLOP_COUNTED and e.flops and e.cpu_time_total > 0]
+    flops = sum(e.flops for e in counted)
+    seconds = sum(e.cpu_time_total for e in counted) / 1e6
+    return {"dense_share": dense / total if total else 0.0, "dense_gflops": flops / seconds / 1e9 if seconds else 0.0}
 PROJECTED_PRESETS = ("paper", "fast")
 
 
@@ -103,10 +143,14 @@ def measure(args: argparse.Namespace, kind: str, stage: str) -> dict:
                           sampling_reuse=getattr(args, "sampling_reuse", 1))
     stamps: list[float] = []
     cpu_stamps: list[float] = []
+    profiler = (torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], with_flops=True)
+                if getattr(args, "op_profile", False) else None)
 
     def stamp(step: int, total: int, message: str) -> None:
         stamps.append(time.perf_counter())
         cpu_stamps.append(time.process_time())
+        if profiler is not None and len(stamps) == 1 and args.steps > 1:
+            profiler.start()  # the timed steps only: the first includes warm-up
 
     run = TrainingRun(backend, total_steps=args.steps, mixed_precision=not args.no_mixed_precision, progress=stamp)
     initial = backend.token_embedding(config.initializer_token).float().mean(0, keepdim=True)
@@ -131,6 +175,10 @@ def measure(args: argparse.Namespace, kind: str, stage: str) -> dict:
                            name=stage, seed=0)
     if cuda:
         torch.cuda.synchronize()
+    profile = {}
+    if profiler is not None and args.steps > 1:
+        profiler.stop()
+        profile = dense_kernel_figures(profiler)
     steps = [b - a for a, b in zip([start] + stamps[:-1], stamps)]
     cpu_steps = [b - a for a, b in zip([cpu_start] + cpu_stamps[:-1], cpu_stamps)]
     timed = steps[1:] if len(steps) > 1 else steps  # the first step includes warm-up
@@ -145,6 +193,7 @@ def measure(args: argparse.Namespace, kind: str, stage: str) -> dict:
         "baseline_mb": None if cuda else baseline_rss,
         "evaluations_per_step": record.evaluations_per_step(),
         "trainable_parameters": update.num_parameters(),
+        **profile,
     }
 
 
@@ -168,6 +217,8 @@ def main() -> None:
                         help="one partial-sampling trajectory per N erase steps (give --steps 1 + a multiple of N)")
     parser.add_argument("--no-mixed-precision", action="store_true")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    parser.add_argument("--op-profile", action="store_true",
+                        help="also print the timed steps' dense-kernel share of CPU time and their GFLOP/s")
     parser.add_argument("--worker", nargs=2, metavar=("KIND", "STAGE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -180,7 +231,7 @@ def main() -> None:
           f"{args.steps} steps per stage (first untimed), lora rank {args.lora_rank}, "
           f"checkpointing {'on' if args.gradient_checkpointing else 'off'}")
     header = (f"{'kind':5} {'stage':7} {'s/step':>8} {'peak MB':>16} {'sampling':>9} {'teacher':>8} "
-              f"{'student':>8} {'total':>6} {'trainable':>11}")
+              f"{'student':>8} {'total':>6} {'trainable':>11}" + (f" {'dense':>6} {'GFLOP/s':>8}" if args.op_profile else ""))
     print(header)
     print("-" * len(header))
     per_step: dict[str, dict[str, float]] = {}
@@ -195,7 +246,12 @@ def main() -> None:
                       else f"{row['peak_mb']:.0f} ({row['baseline_mb']:.0f})")
             print(f"{kind:5} {stage:7} {row['seconds_per_step']:8.3f} {memory:>16} {evals['sampling']:9.1f} "
                   f"{evals['teacher']:8.1f} {evals['student']:8.1f} {sum(evals.values()):6.1f} "
-                  f"{row['trainable_parameters']:11,d}", flush=True)
+                  f"{row['trainable_parameters']:11,d}"
+                  + (f" {row.get('dense_share', 0):6.1%} {row.get('dense_gflops', 0):8.1f}" if args.op_profile else ""),
+                  flush=True)
+    if args.op_profile:
+        print(f"yardstick: a 1024-square float32 matmul runs at {matmul_gflops(torch.device(args.device)):.1f} GFLOP/s "
+              f"on {args.threads} thread(s) here")
     for kind, seconds in per_step.items():
         if set(seconds) == set(STAGES):
             projections = ", ".join(f"{name} {projected_seconds(seconds, PRESETS[name]) / 3600:.2f} h"
