@@ -4,18 +4,13 @@ work or writing starts."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 
 from recare_core.cli_args import non_negative_int, positive_int
 from recare_core.toyworld.main_job import main as main_job_main
 from recare_core.toyworld.train import main as train_main
-
-FRONTIER_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "frontier.py"
-
+from script_loading import load_benchmark_script
 
 def test_argument_types_take_whole_numbers_in_range_and_name_what_is_wrong():
     assert positive_int("3") == 3 and non_negative_int("0") == 0
@@ -27,16 +22,7 @@ def test_argument_types_take_whole_numbers_in_range_and_name_what_is_wrong():
 
 
 def _frontier_main():
-    """The benchmark script's ``main``. The script puts the repo root first on ``sys.path``; the path is restored,
-    or the repo's ``nodes/`` package would shadow ComfyUI's ``nodes`` for the ComfyUI tests run after this one."""
-    saved = list(sys.path)
-    try:
-        spec = importlib.util.spec_from_file_location("frontier_cli", FRONTIER_SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path[:] = saved
-    return module.main
+    return load_benchmark_script("frontier").main
 
 
 @pytest.mark.parametrize("tool, argv", [
