@@ -87,7 +87,8 @@ LOW_LR = 2e-5
 LOW_LR_STEPS: tuple[int, ...] = (30, 90, 270, 810)
 """The learning-rate half of the sweep: a third of ``SHARED_LR`` (and the reference's own stage-2 rate) over three
 times the range, given to the baseline and to ReCARE alike (at 6e-5 ESD's target rate rose again between 270 and
-810 steps on some seeds)."""
+810 steps on some seeds). Each method's other weight on the target's update runs at both rates too
+(``esd_strong_guidance_low_lr``, ``recare_tuned_low_lr``), so each method's sweep is the same 2 x 2 grid."""
 
 ESD_STRONG_GUIDANCE = 5.0
 """The guidance half of ESD's sweep, mirroring ReCARE's erase-weight half (``recare_tuned``): ESD's target
@@ -104,11 +105,15 @@ FRONTIER_METHODS: tuple[FrontierMethod, ...] = (
     # Plain ESD pushed away from the target as hard as ReCARE's stage-2 target is (see ESD_STRONG_GUIDANCE).
     FrontierMethod("esd_strong_guidance", "esd", STEPS, lr=SHARED_LR,
                    overrides={"negative_guidance": ESD_STRONG_GUIDANCE}),
+    FrontierMethod("esd_strong_guidance_low_lr", "esd", LOW_LR_STEPS, lr=LOW_LR,
+                   overrides={"negative_guidance": ESD_STRONG_GUIDANCE}),
     # ReCARE at the reference stage-2 target (erase weight S + 1 = 3, anchor S - 1 = 1).
     FrontierMethod("recare", "recare", STEPS, lr=SHARED_LR),
     FrontierMethod("recare_low_lr", "recare", LOW_LR_STEPS, lr=LOW_LR),
     # ReCARE with the lighter target the audit of issue 13 pointed to: erase weight 1, tokens at half weight.
     FrontierMethod("recare_tuned", "recare", TUNED_STEPS, lr=SHARED_LR,
+                   overrides={"erase_target_weight": 1.0, "adversarial_weight": 0.5}),
+    FrontierMethod("recare_tuned_low_lr", "recare", LOW_LR_STEPS, lr=LOW_LR,
                    overrides={"erase_target_weight": 1.0, "adversarial_weight": 0.5}),
     # ReCARE (reference target) given the world's true CARE-set.
     FrontierMethod("recare_true_careset", "recare", STEPS, lr=SHARED_LR, care_set="true"),

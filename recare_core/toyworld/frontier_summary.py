@@ -23,13 +23,13 @@ EQUAL_SETTING_PAIRS: tuple[tuple[str, str], ...] = (("recare_sampling_reuse", "r
 """(variant, faithful run) pairs compared setting by setting on the same seeds: a speed option is judged by
 whether it erases, resists the attack and keeps CARE like the faithful run at equal steps."""
 STRENGTH_SWEEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("esd", ("esd", "esd_low_lr", "esd_strong_guidance")),
-    ("recare", ("recare", "recare_low_lr", "recare_tuned")))
+    ("esd", ("esd", "esd_low_lr", "esd_strong_guidance", "esd_strong_guidance_low_lr")),
+    ("recare", ("recare", "recare_low_lr", "recare_tuned", "recare_tuned_low_lr")))
 """(method, its rows at each strength setting): a method's frontier over learning rate x strength x steps is, per
-seed and matched level, the row that keeps most CARE there. Each method has three rows: its default, the other
-learning rate, and the other weight on the target's update (ESD's guidance s = 5, ReCARE's erase weight 1), so the
-upward bias of picking the best of three noisy rows is the same for each once all have run (the table's ``rows``
-column names the rows that did)."""
+seed and matched level, the row that keeps most CARE there. Each method has the same 2 x 2 grid of rows: its
+default weight on the target's update and the other one (ESD's guidance s = 5, ReCARE's erase weight 1), each at
+both learning rates, so the upward bias of picking the best of four noisy rows is the same for each once all have
+run (the table's ``rows`` column names the rows that did)."""
 COLOURS: tuple[tuple[int, int, int], ...] = ((90, 90, 90), (214, 39, 40), (31, 119, 180), (44, 160, 44),
                                              (148, 103, 189), (255, 127, 14), (140, 86, 75), (23, 190, 207),
                                              (188, 189, 34), (227, 119, 194), (0, 0, 0), (127, 127, 255))
