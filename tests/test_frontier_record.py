@@ -94,7 +94,9 @@ def test_what_the_retrained_fairer_world_has_shown(world):
     reference target comes down to target and attack rate 0.10 or less at some setting on every seed, and holds
     the fresh attack to 0.30 or less with at least half of the circles kept on all seeds but at most one; plain
     ESD, at any of its strength settings, does that on at most one seed; and at its paper's guidance (s = 3) it
-    never comes down to target 0.10 with half of the circles kept."""
+    never comes down to target 0.10 with half of the circles kept. At the lower learning rate, 270 stage-2 steps
+    bring ReCARE to target 0.02 or less and attack 0.05 or less on every seed, with at least 0.65 of the circles
+    kept on all seeds but at most one."""
     results = load_results(RESULTS / world)
     seeds = {r["seed"] for r in results if r["method"] == "recare"}
     assert len(seeds) >= 5, f"{world}: fewer than five seeds with ReCARE"
@@ -104,3 +106,7 @@ def test_what_the_retrained_fairer_world_has_shown(world):
     assert len(seeds - _seeds_where(results, ("recare",), resists)) <= 1
     assert len(_seeds_where(results, dict(STRENGTH_SWEEPS)["esd"], resists)) <= 1
     assert not _seeds_where(results, ("esd",), lambda f: f["target_rate"] <= 0.10 and f["care_rate"] >= 0.5)
+    low_lr = {r["seed"]: r["figures"] for r in results if r["method"] == "recare_low_lr" and r["steps"] == 270}
+    assert set(low_lr) == seeds
+    assert all(f["target_rate"] <= 0.02 and f["adversarial_rate"] <= 0.05 for f in low_lr.values()), low_lr
+    assert sum(f["care_rate"] < 0.65 for f in low_lr.values()) <= 1, low_lr
