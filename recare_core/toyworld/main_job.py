@@ -34,7 +34,7 @@ from .checkers import AttributeChecker
 from .default import load_report, world_weights_dir
 from .default import load_world as load_toy_world
 from .experiment import ExperimentSettings, experiment_settings
-from .frontier import SHARED_LR
+from .frontier import LOW_LR
 from .world import CARE_ATTRIBUTE, CARE_VALUE, TARGET_ATTRIBUTE, TARGET_VALUE
 from ..methods.recare import ReCAREConfig, run_recare
 from ..progress import ProgressCallback, console_progress
@@ -42,18 +42,21 @@ from ..progress import ProgressCallback, console_progress
 
 MAIN_JOB_WORLD = "partial"
 """The fairer toy world (stripes also on other shapes). On its retrained text-to-image model ReCARE at
-:func:`main_job_settings` held a fresh attack to at most 0.30 while keeping 0.695-0.865 of circles on 4 seeds of 5
-(seed 4 collapsed); plain ESD pushed as hard (guidance s = 5) keeps as many circles at matched target rate but
-resists the attack on one seed (``benchmarks/results/frontier/partial/``). In the first world ReCARE loses circles
-on every seed (``benchmarks/results/frontier/cooccurrence/``; README, "Frontier")."""
-MAIN_JOB_ROBUST_STEPS = 90
-"""Stage-2 steps of the frontier's ``recare`` row at its measured point (learning rate ``SHARED_LR``)."""
+:func:`main_job_settings` erased the target (rate 0.02 or less) and held a fresh attack to 0.035 or less on all
+5 seeds, keeping 0.68-0.88 of circles on 4 (seed 2 collapsed); plain ESD given the same weight on the target and
+learning rate keeps as many circles at matched target rate but does not resist the attack
+(``benchmarks/results/frontier/partial/``). In the first world ReCARE loses circles on every seed
+(``benchmarks/results/frontier/cooccurrence/``; README, "Frontier")."""
+MAIN_JOB_ROBUST_STEPS = 270
+MAIN_JOB_ROBUST_LR = LOW_LR
+"""Stage 2 at the frontier's ``recare_low_lr`` point: 270 steps at lr 2e-5, the best measured setting for
+erasure that survives the attack."""
 
 
 def main_job_settings(seed: int) -> ExperimentSettings:
     """The frontier's settings for ReCARE (schedule ``cpu``: 2 rounds of 60 erase + 300 TI steps) with stage 2 at
-    its measured point: ``MAIN_JOB_ROBUST_STEPS`` steps at ``SHARED_LR``."""
-    return experiment_settings("cpu", seed, robust_lr=SHARED_LR, robust_steps=MAIN_JOB_ROBUST_STEPS)
+    its measured point: ``MAIN_JOB_ROBUST_STEPS`` steps at ``MAIN_JOB_ROBUST_LR``."""
+    return experiment_settings("cpu", seed, robust_lr=MAIN_JOB_ROBUST_LR, robust_steps=MAIN_JOB_ROBUST_STEPS)
 
 
 @dataclasses.dataclass
