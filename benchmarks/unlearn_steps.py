@@ -121,8 +121,16 @@ def dense_kernel_figures(profiler: torch.profiler.profile) -> dict[str, float]:
     counted = [e for e in profiler.events() if e.name in FLOP_COUNTED and e.flops and e.cpu_time_total > 0]
     flops = sum(e.flops for e in counted)
     seconds = sum(e.cpu_time_total for e in counted) / 1e6
-    return {"dense_share": dense / total if total else 0.0, "dense_gflops": flops / seconds / 1e9 if seconds else 0.0}
+    return {"dense_share": dense / total if total else 0.0,
+            "dense_gflops": flops / seconds / 1e9 if seconds else 0.0}
+
+
 PROJECTED_PRESETS = ("paper", "fast")
+
+
+def profile_cells(row: dict) -> str:
+    """The table's op-profile columns of one row (zeros where a one-step run had no timed step to profile)."""
+    return f" {row.get('dense_share', 0):6.1%} {row.get('dense_gflops', 0):8.1f}"
 
 
 def projected_seconds(seconds_per_step: dict[str, float], config: ReCAREConfig) -> float:
@@ -143,14 +151,15 @@ def measure(args: argparse.Namespace, kind: str, stage: str) -> dict:
                           sampling_reuse=getattr(args, "sampling_reuse", 1))
     stamps: list[float] = []
     cpu_stamps: list[float] = []
+    # the timed steps only (the first includes warm-up), so nothing to profile in a one-step run
     profiler = (torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], with_flops=True)
-                if getattr(args, "op_profile", False) else None)
+                if getattr(args, "op_profile", False) and args.steps > 1 else None)
 
     def stamp(step: int, total: int, message: str) -> None:
         stamps.append(time.perf_counter())
         cpu_stamps.append(time.process_time())
-        if profiler is not None and len(stamps) == 1 and args.steps > 1:
-            profiler.start()  # the timed steps only: the first includes warm-up
+        if profiler is not None and len(stamps) == 1:
+            profiler.start()
 
     run = TrainingRun(backend, total_steps=args.steps, mixed_precision=not args.no_mixed_precision, progress=stamp)
     initial = backend.token_embedding(config.initializer_token).float().mean(0, keepdim=True)
@@ -176,7 +185,7 @@ def measure(args: argparse.Namespace, kind: str, stage: str) -> dict:
     if cuda:
         torch.cuda.synchronize()
     profile = {}
-    if profiler is not None and args.steps > 1:
+    if profiler is not None:
         profiler.stop()
         profile = dense_kernel_figures(profiler)
     steps = [b - a for a, b in zip([start] + stamps[:-1], stamps)]
@@ -231,7 +240,9 @@ def main() -> None:
           f"{args.steps} steps per stage (first untimed), lora rank {args.lora_rank}, "
           f"checkpointing {'on' if args.gradient_checkpointing else 'off'}")
     header = (f"{'kind':5} {'stage':7} {'s/step':>8} {'peak MB':>16} {'sampling':>9} {'teacher':>8} "
-              f"{'student':>8} {'total':>6} {'trainable':>11}" + (f" {'dense':>6} {'GFLOP/s':>8}" if args.op_profile else ""))
+              f"{'student':>8} {'total':>6} {'trainable':>11}")
+    if args.op_profile:
+        header += f" {'dense':>6} {'GFLOP/s':>8}"
     print(header)
     print("-" * len(header))
     per_step: dict[str, dict[str, float]] = {}
@@ -246,12 +257,10 @@ def main() -> None:
                       else f"{row['peak_mb']:.0f} ({row['baseline_mb']:.0f})")
             print(f"{kind:5} {stage:7} {row['seconds_per_step']:8.3f} {memory:>16} {evals['sampling']:9.1f} "
                   f"{evals['teacher']:8.1f} {evals['student']:8.1f} {sum(evals.values()):6.1f} "
-                  f"{row['trainable_parameters']:11,d}"
-                  + (f" {row.get('dense_share', 0):6.1%} {row.get('dense_gflops', 0):8.1f}" if args.op_profile else ""),
-                  flush=True)
+                  f"{row['trainable_parameters']:11,d}" + (profile_cells(row) if args.op_profile else ""), flush=True)
     if args.op_profile:
-        print(f"yardstick: a 1024-square float32 matmul runs at {matmul_gflops(torch.device(args.device)):.1f} GFLOP/s "
-              f"on {args.threads} thread(s) here")
+        rate = matmul_gflops(torch.device(args.device))
+        print(f"yardstick: a 1024-square float32 matmul runs at {rate:.1f} GFLOP/s on {args.threads} thread(s) here")
     for kind, seconds in per_step.items():
         if set(seconds) == set(STAGES):
             projections = ", ".join(f"{name} {projected_seconds(seconds, PRESETS[name]) / 3600:.2f} h"

@@ -12,6 +12,7 @@ from recare_core.toyworld.main_job import main as main_job_main
 from recare_core.toyworld.train import main as train_main
 from script_loading import load_benchmark_script
 
+
 def test_argument_types_take_whole_numbers_in_range_and_name_what_is_wrong():
     assert positive_int("3") == 3 and non_negative_int("0") == 0
     for kind, bad, message in ((positive_int, "0", "less than 1"), (positive_int, "-2", "less than 1"),
