@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from recare_core.toyworld.frontier import (  # noqa: E402
     run_method_seed,
 )
 from recare_core.toyworld.frontier_summary import load_results, matched_table, render_frontier_plot  # noqa: E402
+from recare_core.worker_pool import spawn_pool  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "frontier"
 
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = FrontierSettings(images=args.images)
         weights = args.weights or world_weights_dir(args.world)
         jobs = [(weights, folder, settings, tuple(args.methods), seed) for seed in args.seeds]
-        with multiprocessing.get_context("spawn").Pool(max(1, min(args.jobs, len(jobs)))) as pool:
+        with spawn_pool(min(args.jobs, len(jobs))) as pool:
             written = sum(pool.imap_unordered(run_seed, jobs))
         print(f"wrote {written} result files under {folder}")
     results = load_results(folder)

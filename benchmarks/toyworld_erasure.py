@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import multiprocessing
 import sys
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ from recare_core.toyworld.image_grid import labelled_rows_grid  # noqa: E402
 from recare_core.toyworld.default import DEFAULT_WEIGHTS_DIR, load_world  # noqa: E402
 from recare_core.toyworld.experiment import METHODS, SCHEDULES, experiment_settings, run_experiment  # noqa: E402
 from recare_core.toyworld.world import CARE_VALUE, TARGET_VALUE  # noqa: E402
+from recare_core.worker_pool import spawn_pool  # noqa: E402
 
 COLUMNS = (("target_rate", "target ↓"), ("adversarial_rate", "attack ↓"), ("care_rate", "CARE ↑"),
            ("care_clip_score", "CARE (CLIP) ↑"), ("utility", "utility ↑"), ("erase_seconds", "time s"))
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(args.weights, args.schedule, seed, overrides, esd, tuple(args.methods), index == 0)
             for index, seed in enumerate(args.seeds)]
     start = time.perf_counter()
-    with multiprocessing.get_context("spawn").Pool(max(1, min(args.jobs, len(jobs)))) as pool:
+    with spawn_pool(min(args.jobs, len(jobs))) as pool:
         results = pool.map(run_seed, jobs)
     wall = time.perf_counter() - start
     summary = summarise(results)

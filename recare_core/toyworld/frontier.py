@@ -29,6 +29,7 @@ from ..methods.recare import ReCAREConfig, run_recare, stage_two_options
 from ..methods.registry import MethodInputs, get_method
 from ..methods.uce import UCEConfig
 from ..methods.stage_erase import erase_stage, robust_erase_stage
+from ..safe_files.writing import write_new_file
 from ..scoring.care_score import care_score
 from ..training.run import TrainingRun
 from ..training.weight_update import WeightUpdate
@@ -157,6 +158,12 @@ def result_path(folder: Path, method: str, steps: int, seed: int) -> Path:
     return folder / method / f"steps{steps:05d}_seed{seed}.json"
 
 
+def _write_json(path: Path, value: object, indent: int | None = None) -> None:
+    """A result or cache file, whole or not at all (a stopped run leaves nothing half-written to skip)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_new_file(path, lambda temporary: temporary.write_text(json.dumps(value, indent=indent), encoding="utf-8"))
+
+
 def _per_prompt(cases: list[PromptCase], images: int) -> int:
     return max(1, math.ceil(images / len(cases)))
 
@@ -238,10 +245,7 @@ class SeedContext:
                             "tokens": {k: v.tolist() for k, v in stage1.learned_tokens.items()},
                             "seconds": {"care_set": round(care_seconds, 1),
                                         "stage1": round(time.perf_counter() - start, 1)}}
-            self._cache.parent.mkdir(parents=True, exist_ok=True)
-            partial = self._cache.with_suffix(".tmp")
-            partial.write_text(json.dumps(self._shared), encoding="utf-8")
-            partial.replace(self._cache)
+            _write_json(self._cache, self._shared)
         return self._shared
 
     def tokens(self) -> dict[str, torch.Tensor]:
@@ -308,10 +312,7 @@ def run_method_seed(models: ToyWorldModels, settings: FrontierSettings, method: 
                   "settings": dataclasses.asdict(settings), "attack_steps": context.experiment.attack_steps,
                   "torch": torch.__version__, **facts}
         path = result_path(folder, method.name, steps, seed)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".tmp")
-        partial.write_text(json.dumps(record, indent=1), encoding="utf-8")
-        partial.replace(path)
+        _write_json(path, record, indent=1)
         written.append(path)
         say(f"seed {seed} {method.name} steps {steps}: target {figures['target_rate']:.3f} attack "
             f"{figures['adversarial_rate']:.3f} CARE {figures['care_rate']:.3f} utility {figures['utility']:.3f}")
