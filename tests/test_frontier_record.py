@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from recare_core.toyworld.frontier import FRONTIER_METHODS, method_by_name
-from recare_core.toyworld.frontier_summary import STRENGTH_SWEEPS, load_results, matched_rates, matched_table
+from recare_core.toyworld.frontier_summary import (STRENGTH_SWEEPS, best_matched_rates, load_results, matched_rates,
+                                                  matched_table)
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 RECORD = RESULTS / "frontier"
@@ -110,3 +111,24 @@ def test_what_the_retrained_fairer_world_has_shown(world):
     assert set(low_lr) == seeds
     assert all(f["target_rate"] <= 0.02 and f["adversarial_rate"] <= 0.05 for f in low_lr.values()), low_lr
     assert sum(f["care_rate"] < 0.65 for f in low_lr.values()) <= 1, low_lr
+
+
+@pytest.mark.parametrize("world", [w for w in WORLDS if w == "frontier/partial"])
+def test_no_row_of_the_retrained_fairer_world_keeps_more_circles_than_esds_best(world):
+    """The README's conclusion for the retrained fairer world: at matched target rate 0.20, every other row that
+    reaches the level (ReCARE at each setting, with the true CARE-set, with AGE, with DoCo) keeps fewer circles on
+    average than ESD's best strength setting on the same seeds; and UCE never erases (target above 0.50 at every
+    erase scale)."""
+    results = load_results(RESULTS / world)
+    esd_rows = dict(STRENGTH_SWEEPS)["esd"]
+    esd_best = best_matched_rates(results, esd_rows, 0.20)
+    others = sorted({r["method"] for r in results} - {*esd_rows, "original", "uce"})
+    compared = 0
+    for row in others:
+        rates = matched_rates(results, row, 0.20, "target_rate")
+        paired = [rates[s]["care_rate"] - esd_best[s]["care_rate"] for s in rates if s in esd_best]
+        if paired:
+            compared += 1
+            assert sum(paired) / len(paired) < 0, (row, paired)
+    assert compared >= 6, f"{world}: fewer than six rows reach target 0.20"
+    assert all(r["figures"]["target_rate"] > 0.50 for r in results if r["method"] == "uce")
