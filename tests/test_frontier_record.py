@@ -50,7 +50,8 @@ def test_every_result_measured_its_methods_setting(world):
 def test_what_the_full_run_established(world):
     """The findings the README states for the first world, on every seed of the committed record: ReCARE at the
     reference stage-2 target erases the target and resists the fresh attack (target and attack at most 0.10 at
-    some setting), while plain ESD never does (its attack rate stays above 0.20 at every setting); and at matched
+    some setting), while plain ESD at its paper's guidance (s = 3) never does (its attack rate stays above 0.20 at
+    every setting; at s = 5 it does, see below); and at matched
     target rate 0.10 ReCARE keeps fewer circles than ESD on average over the seeds where both reach it."""
     results = load_results(RESULTS / world)
     seeds = sorted({r["seed"] for r in results if r["method"] == "recare"} &
@@ -113,6 +114,20 @@ def test_what_the_retrained_fairer_world_has_shown(world):
     assert sum(f["care_rate"] < 0.65 for f in low_lr.values()) <= 1, low_lr
 
 
+def _rows_against_esds_best(results: list[dict], level: float) -> dict[str, list[float]]:
+    """``{row: [CARE - CARE of ESD's best setting, per seed]}`` at matched target ``level`` for every row that is
+    not one of ESD's settings (UCE and the original left out), over the seeds where both reach the level."""
+    esd_rows = dict(STRENGTH_SWEEPS)["esd"]
+    esd_best = best_matched_rates(results, esd_rows, level)
+    paired = {}
+    for row in sorted({r["method"] for r in results} - {*esd_rows, "original", "uce"}):
+        rates = matched_rates(results, row, level, "target_rate")
+        differences = [rates[s]["care_rate"] - esd_best[s]["care_rate"] for s in rates if s in esd_best]
+        if differences:
+            paired[row] = differences
+    return paired
+
+
 @pytest.mark.parametrize("world", [w for w in WORLDS if w == "frontier/partial"])
 def test_no_row_of_the_retrained_fairer_world_keeps_more_circles_than_esds_best(world):
     """The README's conclusion for the retrained fairer world: at matched target rate 0.20, every other row that
@@ -120,15 +135,21 @@ def test_no_row_of_the_retrained_fairer_world_keeps_more_circles_than_esds_best(
     average than ESD's best strength setting on the same seeds; and UCE never erases (target above 0.50 at every
     erase scale)."""
     results = load_results(RESULTS / world)
-    esd_rows = dict(STRENGTH_SWEEPS)["esd"]
-    esd_best = best_matched_rates(results, esd_rows, 0.20)
-    others = sorted({r["method"] for r in results} - {*esd_rows, "original", "uce"})
-    compared = 0
-    for row in others:
-        rates = matched_rates(results, row, 0.20, "target_rate")
-        paired = [rates[s]["care_rate"] - esd_best[s]["care_rate"] for s in rates if s in esd_best]
-        if paired:
-            compared += 1
-            assert sum(paired) / len(paired) < 0, (row, paired)
-    assert compared >= 6, f"{world}: fewer than six rows reach target 0.20"
+    paired = _rows_against_esds_best(results, 0.20)
+    assert len(paired) >= 6, f"{world}: fewer than six rows reach target 0.20"
+    assert all(sum(d) / len(d) < 0 for d in paired.values()), paired
     assert all(r["figures"]["target_rate"] > 0.50 for r in results if r["method"] == "uce")
+
+
+@pytest.mark.parametrize("world", [w for w in WORLDS if w == "frontier/cooccurrence"])
+def test_in_the_first_world_esd_at_strong_guidance_keeps_more_circles_and_resists_too(world):
+    """The README's reading of the first world with ESD's s = 5 rows: at matched target 0.10 every ReCARE row keeps
+    fewer circles on average than ESD's best setting, the reference ReCARE on every seed; and ESD at s = 5 and
+    lr 2e-5 for 810 steps holds the fresh attack to 0.10 or less with at least 0.6 of the circles on every seed."""
+    results = load_results(RESULTS / world)
+    paired = _rows_against_esds_best(results, 0.10)
+    assert len(paired["recare"]) >= 5 and all(d < 0 for d in paired["recare"]), paired["recare"]
+    assert all(sum(d) / len(d) < 0 for d in paired.values()), paired
+    strong = [r["figures"] for r in results if r["method"] == "esd_strong_guidance_low_lr" and r["steps"] == 810]
+    assert len(strong) >= 5
+    assert all(f["adversarial_rate"] <= 0.10 and f["care_rate"] >= 0.6 for f in strong), strong
