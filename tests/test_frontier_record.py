@@ -114,16 +114,17 @@ def test_what_the_retrained_fairer_world_has_shown(world):
     assert sum(f["care_rate"] < 0.65 for f in low_lr.values()) <= 1, low_lr
 
 
-def _rows_against_esds_best(results: list[dict], level: float) -> dict[str, list[float]]:
+def _rows_against_esds_best(results: list[dict], level: float, least_seeds: int = 4) -> dict[str, list[float]]:
     """``{row: [CARE - CARE of ESD's best setting, per seed]}`` at matched target ``level`` for every row that is
-    not one of ESD's settings (UCE and the original left out), over the seeds where both reach the level."""
+    not one of ESD's settings (UCE and the original left out), over the seeds where both reach the level; rows
+    with fewer than ``least_seeds`` such seeds are left out (the README states no finding on them)."""
     esd_rows = dict(STRENGTH_SWEEPS)["esd"]
     esd_best = best_matched_rates(results, esd_rows, level)
     paired = {}
     for row in sorted({r["method"] for r in results} - {*esd_rows, "original", "uce"}):
         rates = matched_rates(results, row, level, "target_rate")
         differences = [rates[s]["care_rate"] - esd_best[s]["care_rate"] for s in rates if s in esd_best]
-        if differences:
+        if len(differences) >= least_seeds:
             paired[row] = differences
     return paired
 
