@@ -26,5 +26,5 @@ def spawn_pool(processes: int) -> Iterator[multiprocessing.pool.Pool]:
         with multiprocessing.get_context("spawn").Pool(max(1, processes)) as pool:
             yield pool
     finally:
-        if handle_signal:
-            signal.signal(signal.SIGTERM, previous)
+        if handle_signal:  # None: the previous handler was not set from Python; the default is the nearest
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

@@ -51,8 +51,8 @@ def test_what_the_full_run_established(world):
     """The findings the README states for the first world, on every seed of the committed record: ReCARE at the
     reference stage-2 target erases the target and resists the fresh attack (target and attack at most 0.10 at
     some setting), while plain ESD at its paper's guidance (s = 3) never does (its attack rate stays above 0.20 at
-    every setting; at s = 5 it does, see below); and at matched
-    target rate 0.10 ReCARE keeps fewer circles than ESD on average over the seeds where both reach it."""
+    every setting; at s = 5 it does, see below); and at matched target rate 0.10 ReCARE keeps fewer circles than
+    ESD on average over the seeds where both reach it."""
     results = load_results(RESULTS / world)
     seeds = sorted({r["seed"] for r in results if r["method"] == "recare"} &
                    {r["seed"] for r in results if r["method"] == "esd"})

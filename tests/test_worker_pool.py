@@ -26,17 +26,18 @@ RUN = textwrap.dedent("""
 """)
 
 
-def _children(pid: int) -> list[int]:
-    children = []
+def _pool_workers(pid: int) -> list[int]:
+    """The spawn workers among ``pid``'s children (not its resource tracker); a process gone meanwhile is skipped."""
+    workers = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                stat = (entry / "stat").read_text()
+                stat, command = (entry / "stat").read_text(), (entry / "cmdline").read_text()
             except OSError:
                 continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                children.append(int(entry.name))
-    return children
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and "spawn_main" in command:
+                workers.append(int(entry.name))
+    return workers
 
 
 def _alive(pid: int) -> bool:
@@ -55,8 +56,8 @@ def test_sigterm_to_the_parent_ends_its_workers():
         assert parent.stdout.readline().strip() == "started"
         deadline = time.monotonic() + 60
         workers: list[int] = []
-        while len(workers) < 2 and time.monotonic() < deadline:  # the pool's two workers (and its resource tracker)
-            workers = [pid for pid in _children(parent.pid) if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
+        while len(workers) < 2 and time.monotonic() < deadline:
+            workers = _pool_workers(parent.pid)
             time.sleep(0.1)
         assert len(workers) == 2, "the pool's workers did not start"
         parent.send_signal(signal.SIGTERM)
