@@ -14,6 +14,7 @@ from recare_core.toyworld.default import DEFAULT_WEIGHTS_DIR, load_world
 from recare_core.toyworld.frontier import (
     FRONTIER_METHODS,
     FrontierMethod,
+    LOW_LR_STEPS,
     STEPS,
     FrontierSettings,
     SeedContext,
@@ -59,10 +60,12 @@ def test_t_interval_is_the_students_t_95_percent_interval():
 
 
 def test_method_table_gives_every_trained_method_the_same_number_of_settings():
-    trained = [m for m in FRONTIER_METHODS if m.kind != "original" and m.name != "esd"]
+    longer = ("esd", "esd_strong_guidance_low_lr")  # baseline rows that span a longer range, never a shorter one
+    trained = [m for m in FRONTIER_METHODS if m.kind != "original" and m.name not in longer]
     assert len({len(m.snapshots) for m in trained}) == 1
-    baseline = method_by_name("esd").snapshots  # the baseline spans a longer range, never a shorter one
-    assert len(baseline) >= len(trained[0].snapshots) and set(STEPS) <= set(baseline)
+    assert set(STEPS) <= set(method_by_name("esd").snapshots)
+    assert set(LOW_LR_STEPS) < set(method_by_name("esd_strong_guidance_low_lr").snapshots)
+    assert all(len(method_by_name(name).snapshots) > len(trained[0].snapshots) for name in longer)
     with pytest.raises(ValueError, match="Unknown frontier method"):
         method_by_name("nope")
 
