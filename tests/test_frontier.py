@@ -5,6 +5,7 @@ full run established."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -18,6 +19,7 @@ from recare_core.toyworld.frontier import (
     STEPS,
     FrontierSettings,
     SeedContext,
+    _write_json,
     method_by_name,
     result_path,
     run_method_seed,
@@ -68,6 +70,14 @@ def test_method_table_gives_every_trained_method_the_same_number_of_settings():
     assert all(len(method_by_name(name).snapshots) > len(trained[0].snapshots) for name in longer)
     with pytest.raises(ValueError, match="Unknown frontier method"):
         method_by_name("nope")
+
+
+def test_a_result_written_meanwhile_by_another_run_is_kept(tmp_path):
+    path = tmp_path / "esd" / "steps00010_seed0.json"
+    assert _write_json(path, {"run": "first"})
+    assert not _write_json(path, {"run": "second"})  # the second run of the same (method, seed) keeps the first's
+    assert json.loads(path.read_text(encoding="utf-8")) == {"run": "first"}
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temporary left behind
 
 
 def test_reduced_frontier_runs_resumes_and_summarises(tmp_path):

@@ -165,10 +165,18 @@ def result_path(folder: Path, method: str, steps: int, seed: int) -> Path:
     return folder / method / f"steps{steps:05d}_seed{seed}.json"
 
 
-def _write_json(path: Path, value: object, indent: int | None = None) -> None:
-    """A result or cache file, whole or not at all (a stopped run leaves nothing half-written to skip)."""
+def _write_json(path: Path, value: object, indent: int | None = None) -> bool:
+    """Write a result or cache file, whole or not at all (a stopped run leaves nothing half-written to skip).
+    Returns False, leaving the file alone, when another run of the same (method, seed) wrote it first."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_new_file(path, lambda temporary: temporary.write_text(json.dumps(value, indent=indent), encoding="utf-8"))
+    try:
+        write_new_file(path, lambda temporary: temporary.write_text(json.dumps(value, indent=indent),
+                                                                    encoding="utf-8"))
+    except FileExistsError:
+        if not path.is_file():
+            raise
+        return False
+    return True
 
 
 def _per_prompt(cases: list[PromptCase], images: int) -> int:
@@ -252,7 +260,8 @@ class SeedContext:
                             "tokens": {k: v.tolist() for k, v in stage1.learned_tokens.items()},
                             "seconds": {"care_set": round(care_seconds, 1),
                                         "stage1": round(time.perf_counter() - start, 1)}}
-            _write_json(self._cache, self._shared)
+            if not _write_json(self._cache, self._shared):  # another run cached this seed first: share its words
+                self._shared = json.loads(self._cache.read_text(encoding="utf-8"))
         return self._shared
 
     def tokens(self) -> dict[str, torch.Tensor]:
@@ -319,7 +328,9 @@ def run_method_seed(models: ToyWorldModels, settings: FrontierSettings, method: 
                   "settings": dataclasses.asdict(settings), "attack_steps": context.experiment.attack_steps,
                   "torch": torch.__version__, **facts}
         path = result_path(folder, method.name, steps, seed)
-        _write_json(path, record, indent=1)
+        if not _write_json(path, record, indent=1):
+            say(f"seed {seed} {method.name} steps {steps}: another run measured it meanwhile; its file is kept")
+            continue
         written.append(path)
         say(f"seed {seed} {method.name} steps {steps}: target {figures['target_rate']:.3f} attack "
             f"{figures['adversarial_rate']:.3f} CARE {figures['care_rate']:.3f} utility {figures['utility']:.3f}")
