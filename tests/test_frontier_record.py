@@ -142,6 +142,24 @@ def test_no_row_of_the_retrained_fairer_world_keeps_more_circles_than_esds_best(
     assert all(r["figures"]["target_rate"] > 0.50 for r in results if r["method"] == "uce")
 
 
+@pytest.mark.parametrize("world", [w for w in WORLDS if w == "frontier/partial"])
+def test_in_the_fairer_world_esds_gentle_setting_levels_off_and_recare_does_not_beat_it_where_both_reach(world):
+    """The README's reading of the retrained fairer world below target 0.20: ESD at s = 5 and lr 2e-5, after 2430
+    steps on every seed it ran there (at least four), keeps at least 0.8 of the circles, lets the attack back
+    (0.75 or more) and stays above target 0.05; and at matched target 0.10, which ESD's best setting reaches on
+    every seed, the best of ReCARE's four settings keeps fewer circles on average."""
+    results = load_results(RESULTS / world)
+    longest = [r["figures"] for r in results if r["method"] == "esd_strong_guidance_low_lr" and r["steps"] == 2430]
+    assert len(longest) >= 4
+    assert all(f["care_rate"] >= 0.8 and f["adversarial_rate"] >= 0.75 and f["target_rate"] > 0.05
+               for f in longest), longest
+    sweeps = dict(STRENGTH_SWEEPS)
+    esd, recare = (best_matched_rates(results, sweeps[method], 0.10) for method in ("esd", "recare"))
+    differences = [recare[s]["care_rate"] - esd[s]["care_rate"] for s in recare if s in esd]
+    assert len(esd) >= 5 and len(differences) >= 5
+    assert sum(differences) / len(differences) < 0, differences
+
+
 @pytest.mark.parametrize("world", [w for w in WORLDS if w == "frontier/cooccurrence"])
 def test_in_the_first_world_esd_at_strong_guidance_keeps_more_circles_and_resists_too(world):
     """The README's reading of the first world with ESD's s = 5 rows: at matched target 0.10 the reference ReCARE
