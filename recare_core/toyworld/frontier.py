@@ -323,6 +323,11 @@ def run_method_seed(models: ToyWorldModels, settings: FrontierSettings, method: 
     train_seconds = time.perf_counter() - start
     written = []
     for steps in missing:
+        path = result_path(folder, method.name, steps, seed)
+        kept = f"seed {seed} {method.name} steps {steps}: another run measured it meanwhile; its file is kept"
+        if path.exists():  # another run of the same (method, seed) measured it while this one trained
+            say(kept)
+            continue
         backend = erased_backend(models.model, snapshots[steps])
         token = attack(backend, context.target_images, context.experiment, 300_000 + seed)
         figures = measure_rates(backend, models, settings, 200_000 + 1000 * seed, token)
@@ -331,9 +336,8 @@ def run_method_seed(models: ToyWorldModels, settings: FrontierSettings, method: 
                   "figures": figures, "train_seconds_whole_run": round(train_seconds, 1),
                   "settings": dataclasses.asdict(settings), "attack_steps": context.experiment.attack_steps,
                   "torch": torch.__version__, **facts}
-        path = result_path(folder, method.name, steps, seed)
         if not _write_json(path, record, indent=1):
-            say(f"seed {seed} {method.name} steps {steps}: another run measured it meanwhile; its file is kept")
+            say(kept)
             continue
         written.append(path)
         say(f"seed {seed} {method.name} steps {steps}: target {figures['target_rate']:.3f} attack "
