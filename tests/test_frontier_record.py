@@ -12,7 +12,7 @@ import pytest
 
 from recare_core.toyworld.frontier import FRONTIER_METHODS, method_by_name
 from recare_core.toyworld.frontier_summary import (STRENGTH_SWEEPS, best_matched_rates, load_results, matched_rates,
-                                                  matched_table, t_interval)
+                                                  matched_table, paired_care, t_interval)
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 RECORD = RESULTS / "frontier"
@@ -63,7 +63,7 @@ def test_what_the_full_run_established(world):
         assert any(f["target_rate"] <= 0.10 and f["adversarial_rate"] <= 0.10 for f in recare), seed
         assert all(f["adversarial_rate"] > 0.20 for f in esd), seed
     recare, esd = (matched_rates(results, name, 0.10, "target_rate") for name in ("recare", "esd"))
-    paired = [recare[s]["care_rate"] - esd[s]["care_rate"] for s in recare if s in esd]
+    paired = paired_care(recare, esd)
     assert paired and sum(paired) / len(paired) < 0
 
 
@@ -123,7 +123,7 @@ def _rows_against_esds_best(results: list[dict], level: float, least_seeds: int 
     paired = {}
     for row in sorted({r["method"] for r in results} - {*esd_rows, "original", "uce"}):
         rates = matched_rates(results, row, level, "target_rate")
-        differences = [rates[s]["care_rate"] - esd_best[s]["care_rate"] for s in rates if s in esd_best]
+        differences = paired_care(rates, esd_best)
         if len(differences) >= least_seeds:
             paired[row] = differences
     return paired
@@ -155,7 +155,7 @@ def test_in_the_fairer_world_esds_gentle_setting_levels_off_and_recare_does_not_
                for f in longest), longest
     sweeps = dict(STRENGTH_SWEEPS)
     esd, recare = (best_matched_rates(results, sweeps[method], 0.10) for method in ("esd", "recare"))
-    differences = [recare[s]["care_rate"] - esd[s]["care_rate"] for s in recare if s in esd]
+    differences = paired_care(recare, esd)
     assert len(esd) >= 5 and len(differences) >= 5
     assert sum(differences) / len(differences) < 0, differences
 

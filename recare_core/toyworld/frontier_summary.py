@@ -94,6 +94,11 @@ def matched_rates(results: Sequence[dict], method: str, level: float, rate: str)
     return {seed: rates for seed, rates in found.items() if rates}
 
 
+def paired_care(matched: dict[int, dict[str, float]], reference: dict[int, dict[str, float]]) -> list[float]:
+    """CARE of ``matched`` minus CARE of ``reference`` on each seed both reach (the paired difference over seeds)."""
+    return [matched[s]["care_rate"] - reference[s]["care_rate"] for s in matched if s in reference]
+
+
 def best_matched_rates(results: Sequence[dict], rows: Sequence[str], level: float,
                        rate: str = "target_rate") -> dict[int, dict[str, float]]:
     """``{seed: rates}`` of whichever of ``rows`` (one method at several learning rates) keeps the most CARE at
@@ -125,8 +130,7 @@ def strength_sweep_table(results: Sequence[dict], levels: Sequence[float] = MATC
         cells = []
         for level in levels:
             matched = best_matched_rates(results, rows, level)
-            paired = [matched[s]["care_rate"] - reference[level][s]["care_rate"] for s in matched
-                      if s in reference[level]]
+            paired = paired_care(matched, reference[level])
             cells += [_cell([m["care_rate"] for m in matched.values()], seeds),
                       "—" if name == baseline else _cell(paired, seeds)]
         lines.append(f"| {name} | {', '.join(rows)} | {seeds} | " + " | ".join(cells) + " |")
@@ -150,7 +154,7 @@ def _matched_block(results: Sequence[dict], methods: Sequence[str], baseline: st
         cells = []
         for level in levels:
             matched, reference = matched_rates(results, method, level, rate), references[level]
-            paired = [matched[s]["care_rate"] - reference[s]["care_rate"] for s in matched if s in reference]
+            paired = paired_care(matched, reference)
             cells.append(_cell([m["care_rate"] for m in matched.values()], seeds))
             cells.append("—" if method == baseline else _cell(paired, seeds))
             cells += [_cell([m[key] for m in matched.values()], seeds) for key in shown]
